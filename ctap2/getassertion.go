@@ -1,0 +1,210 @@
+package ctap2
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/keystore"
+	"github.com/passkeyd/passkeyd/tpm"
+)
+
+// credProtect levels (CTAP 2.1 §12.1).
+const (
+	credProtectUVOptional         = 1
+	credProtectUVOptionalWithList = 2
+	credProtectUVRequired         = 3
+)
+
+// assertionCredential is a credential selected for an assertion.
+type assertionCredential struct {
+	id     []byte
+	blob   tpm.KeyBlob
+	stored *keystore.Credential // nil for non-discoverable credentials
+}
+
+// assertionState is what getNextAssertion needs (CTAP 2.1 §6.3).
+type assertionState struct {
+	remaining      []assertionCredential
+	rpIDHash       []byte
+	clientDataHash []byte
+	flags          byte
+	uv             bool
+	expires        time.Time
+}
+
+// findCredential resolves a credential ID presented for rpIDHash.
+// Discoverable credentials must still be in the store (a deleted passkey
+// stops working even if the RP kept its ID). credProtect level 3 hides a
+// credential unless the user was verified.
+func (a *Authenticator) findCredential(id, rpIDHash []byte, uv bool) (assertionCredential, bool) {
+	w, err := a.secrets.wrapper.unwrap(id, rpIDHash)
+	if err != nil {
+		return assertionCredential{}, false
+	}
+	if w.CredProtect == credProtectUVRequired && !uv {
+		return assertionCredential{}, false
+	}
+	c := assertionCredential{id: id, blob: w.KeyBlob}
+	if w.discoverable() {
+		stored, err := a.store.Credential(id)
+		if err != nil {
+			if !errors.Is(err, keystore.ErrNotFound) {
+				a.log.Error("read credential", "err", err)
+			}
+			return assertionCredential{}, false
+		}
+		c.stored = stored
+	}
+	return c, true
+}
+
+// getAssertion is authenticatorGetAssertion (CTAP 2.1 §6.2.2).
+func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte, error) {
+	var req GetAssertionRequest
+	if err := decodeParams(params, &req); err != nil {
+		return nil, err
+	}
+	if req.RPID == nil || req.ClientDataHash == nil {
+		return nil, ErrMissingParameter
+	}
+	if len(req.ClientDataHash) != clientHashLen {
+		return nil, ErrInvalidLength
+	}
+	if req.PinUvAuthParam != nil {
+		if req.PinUvAuthProtocol == nil {
+			return nil, ErrMissingParameter
+		}
+		return nil, ErrInvalidParameter
+	}
+	up, uv := true, false
+	for name, v := range req.Options {
+		switch name {
+		case "rk":
+			return nil, ErrUnsupportedOption // step 5: rk is not a getAssertion option
+		case "up":
+			up = v
+		case "uv":
+			if v {
+				return nil, ErrInvalidOption // no built-in user verification
+			}
+		}
+	}
+	rpID := *req.RPID
+	rpIDHash := sha256.Sum256([]byte(rpID))
+
+	// Step 7: locate the applicable credentials.
+	var creds []assertionCredential
+	discoverable := len(req.AllowList) == 0
+	if !discoverable {
+		for _, d := range req.AllowList {
+			if d.Type == nil || d.ID == nil {
+				return nil, ErrMissingParameter
+			}
+			if *d.Type != credentialTypePublicKey || len(creds) > 0 {
+				continue
+			}
+			if c, ok := a.findCredential(d.ID, rpIDHash[:], uv); ok {
+				creds = append(creds, c)
+			}
+		}
+	} else {
+		stored, err := a.store.CredentialsByRP(rpID)
+		if err != nil {
+			return nil, fmt.Errorf("list credentials: %w", err)
+		}
+		for _, s := range stored {
+			// Without an allow list, credProtect 2 and 3 both need UV.
+			if s.CredProtect >= credProtectUVOptionalWithList && !uv {
+				continue
+			}
+			creds = append(creds, assertionCredential{id: s.ID, blob: s.KeyBlob, stored: s})
+		}
+	}
+	if len(creds) == 0 {
+		return nil, ErrNoCredentials
+	}
+	// Step 9: user presence, unless the RP asked for a silent assertion.
+	var flags byte
+	if up {
+		name := ""
+		if len(creds) == 1 && creds[0].stored != nil {
+			name = creds[0].stored.UserName
+		}
+		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpSignIn, RPID: rpID, UserName: name}); err != nil {
+			return nil, err
+		}
+		flags |= flagUP
+	}
+	resp, err := a.assert(creds[0], rpIDHash[:], req.ClientDataHash, flags, uv)
+	if err != nil {
+		return nil, err
+	}
+	if discoverable {
+		resp.NumberOfCredentials = len(creds)
+		if len(creds) > 1 {
+			a.next = &assertionState{
+				remaining:      creds[1:],
+				rpIDHash:       rpIDHash[:],
+				clientDataHash: req.ClientDataHash,
+				flags:          flags,
+				uv:             uv,
+				expires:        a.now().Add(nextAssertionTimeout),
+			}
+		}
+	}
+	return marshal(resp)
+}
+
+// getNextAssertion is authenticatorGetNextAssertion (CTAP 2.1 §6.3).
+func (a *Authenticator) getNextAssertion() ([]byte, error) {
+	st := a.next
+	if st == nil || len(st.remaining) == 0 || a.now().After(st.expires) {
+		a.next = nil
+		return nil, ErrNotAllowed
+	}
+	c := st.remaining[0]
+	st.remaining = st.remaining[1:]
+	resp, err := a.assert(c, st.rpIDHash, st.clientDataHash, st.flags, st.uv)
+	if err != nil {
+		return nil, err
+	}
+	return marshal(resp)
+}
+
+// assert signs one assertion: exactly one TPM Load and one Sign.
+func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash []byte, flags byte, uv bool) (*GetAssertionResponse, error) {
+	counter, err := a.store.NextCounter()
+	if err != nil {
+		return nil, fmt.Errorf("signature counter: %w", err)
+	}
+	ad := authenticatorData{RPIDHash: rpIDHash, Flags: flags, SignCount: counter}
+	authData := ad.marshal()
+	h := sha256.New()
+	h.Write(authData)
+	h.Write(clientDataHash)
+	sig, err := a.tpm.Sign(c.blob, h.Sum(nil))
+	if err != nil {
+		return nil, fmt.Errorf("sign assertion: %w", err)
+	}
+	resp := &GetAssertionResponse{
+		Credential: credentialDescriptorOut{ID: c.id, Type: credentialTypePublicKey},
+		AuthData:   authData,
+		Signature:  sig,
+	}
+	if c.stored != nil {
+		// User identifiable information only after user verification
+		// (CTAP 2.1 §6.2.2 step 12); the user handle always, since
+		// WebAuthn needs it for discoverable credentials.
+		resp.User = &userEntityOut{ID: c.stored.UserID}
+		if uv {
+			resp.User.Name = c.stored.UserName
+			resp.User.DisplayName = c.stored.UserDisplayName
+		}
+		a.store.TouchCredential(c.id, a.now().UTC())
+	}
+	return resp, nil
+}

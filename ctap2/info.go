@@ -1,0 +1,91 @@
+package ctap2
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/tpm"
+)
+
+// Limits advertised in getInfo.
+const (
+	// MaxMsgSize is the largest CTAPHID message (CTAP 2.1 §11.2.4).
+	MaxMsgSize = 7609
+	// maxCredentialCountInList keeps a full allowList of our own IDs well
+	// inside MaxMsgSize.
+	maxCredentialCountInList = 16
+	// FirmwareVersion is reported in getInfo (0x0E).
+	FirmwareVersion = 1
+)
+
+// maxCredentialIDLength is the length of the longest credential ID this
+// authenticator issues: the overhead plus the largest TPM key blob of the
+// algorithms in use.
+func maxCredentialIDLength(algs []tpm.Algorithm) int {
+	n := 0
+	for _, alg := range algs {
+		// ES256 blobs are ~220 bytes; RSA-2048 blobs ~600 (256-byte
+		// modulus + ~330-byte private). Bounds with margin.
+		l := credIDOverhead + 256
+		if alg == tpm.RS256 {
+			l = credIDOverhead + 720
+		}
+		n = max(n, l)
+	}
+	return n
+}
+
+// getInfo is authenticatorGetInfo (CTAP 2.1 §6.4). Every option reported
+// is one that works.
+func (a *Authenticator) getInfo() ([]byte, error) {
+	algs := make([]algorithmOut, 0, len(a.algorithm))
+	for _, alg := range a.algorithm {
+		algs = append(algs, algorithmOut{Alg: int64(alg), Type: credentialTypePublicKey})
+	}
+	return marshal(GetInfoResponse{
+		Versions:   []string{"FIDO_2_0", "FIDO_2_1", "U2F_V2"},
+		Extensions: []string{credProtectExt},
+		AAGUID:     AAGUID[:],
+		Options: map[string]bool{
+			"rk":   true,
+			"up":   true,
+			"plat": false,
+		},
+		MaxMsgSize:                       MaxMsgSize,
+		MaxCredentialCountInList:         maxCredentialCountInList,
+		MaxCredentialIDLength:            maxCredentialIDLength(a.algorithm),
+		Transports:                       []string{"usb"},
+		Algorithms:                       algs,
+		FirmwareVersion:                  FirmwareVersion,
+		RemainingDiscoverableCredentials: max(0, a.capacity-a.store.CountCredentials()),
+	})
+}
+
+// reset is authenticatorReset (CTAP 2.1 §6.6): only within 10 s of
+// power-up and with user presence; it wipes every credential and device
+// secret, so credential IDs issued before no longer open.
+func (a *Authenticator) reset(ctx context.Context) error {
+	if a.now().Sub(a.powerUp) > resetWindow {
+		return ErrNotAllowed
+	}
+	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
+		return err
+	}
+	if err := a.store.Wipe(); err != nil {
+		return fmt.Errorf("reset: wipe store: %w", err)
+	}
+	s, err := loadDeviceSecrets(a.tpm, a.store, a.now())
+	if err != nil {
+		return fmt.Errorf("reset: new device secrets: %w", err)
+	}
+	a.secrets = s
+	a.presence.clear()
+	a.log.Warn("authenticator reset: every credential deleted")
+	return nil
+}
+
+// selection is authenticatorSelection (CTAP 2.1 §6.9).
+func (a *Authenticator) selection(ctx context.Context) error {
+	return a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect})
+}

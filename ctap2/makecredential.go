@@ -1,0 +1,229 @@
+package ctap2
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/keystore"
+	"github.com/passkeyd/passkeyd/tpm"
+)
+
+// Limits on entity fields. WebAuthn caps user.id at 64 bytes; names are
+// kept whole up to 64 bytes (CTAP 2.1 §6.1.2 lets an authenticator
+// truncate longer ones, which we do on a UTF-8 boundary).
+const (
+	maxUserIDLen   = 64
+	maxNameLen     = 64
+	clientHashLen  = sha256.Size
+	credProtectExt = "credProtect"
+)
+
+// makeCredential is authenticatorMakeCredential (CTAP 2.1 §6.1.2); the
+// step numbers below are that section's.
+func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]byte, error) {
+	var req MakeCredentialRequest
+	if err := decodeParams(params, &req); err != nil {
+		return nil, err
+	}
+	if req.ClientDataHash == nil || req.RP == nil || req.User == nil || req.PubKeyCredParams == nil {
+		return nil, ErrMissingParameter
+	}
+	if req.RP.ID == nil || req.User.ID == nil {
+		return nil, ErrMissingParameter
+	}
+	if len(req.ClientDataHash) != clientHashLen || len(req.User.ID) > maxUserIDLen {
+		return nil, ErrInvalidLength
+	}
+	// Steps 1-2: this authenticator has no PIN/UV auth protocol yet, so any
+	// pinUvAuthParam names a protocol it does not support.
+	if req.PinUvAuthParam != nil {
+		if req.PinUvAuthProtocol == nil {
+			return nil, ErrMissingParameter
+		}
+		return nil, ErrInvalidParameter
+	}
+	// Step 3: the first algorithm of the RP's list that the TPM can do.
+	alg, err := a.chooseAlgorithm(req.PubKeyCredParams)
+	if err != nil {
+		return nil, err
+	}
+	// Steps 4-5: options.
+	rk := false
+	for name, v := range req.Options {
+		switch name {
+		case "rk":
+			rk = v
+		case "up":
+			if !v {
+				return nil, ErrInvalidOption // up=false is meaningless for makeCredential
+			}
+		case "uv":
+			if v {
+				return nil, ErrInvalidOption // no built-in user verification
+			}
+		}
+	}
+	// Step 8: this authenticator is not enterprise-attestation capable.
+	if req.EnterpriseAttestation != nil {
+		return nil, ErrInvalidParameter
+	}
+	credProtect, err := parseCredProtect(req.Extensions)
+	if err != nil {
+		return nil, err
+	}
+	rpID := *req.RP.ID
+	rpIDHash := sha256.Sum256([]byte(rpID))
+	user := truncate(req.User.Name, maxNameLen)
+
+	// Step 11: excludeList. A match costs a touch, then
+	// CREDENTIAL_EXCLUDED, so a page cannot probe for credentials silently.
+	for _, d := range req.ExcludeList {
+		if d.Type == nil || d.ID == nil {
+			return nil, ErrMissingParameter
+		}
+		if *d.Type != credentialTypePublicKey {
+			continue
+		}
+		if _, ok := a.findCredential(d.ID, rpIDHash[:], false); ok {
+			if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
+				if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
+					return nil, err
+				}
+			}
+			return nil, ErrCredentialExcluded
+		}
+	}
+	// Step 13.
+	if rk && a.store.CountCredentials() >= a.capacity {
+		return nil, ErrKeyStoreFull
+	}
+	// Step 14: user presence.
+	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
+		return nil, err
+	}
+	// Steps 16-17: the key pair, inside the TPM.
+	blob, pub, err := a.tpm.CreateKey(alg)
+	if err != nil {
+		return nil, fmt.Errorf("create credential key: %w", err)
+	}
+	flags := byte(0)
+	if rk {
+		flags |= credFlagDiscoverable
+	}
+	credID, err := a.secrets.wrapper.wrap(wrappedCredential{Flags: flags, CredProtect: byte(credProtect), Alg: alg, KeyBlob: blob}, rpIDHash[:])
+	if err != nil {
+		return nil, err
+	}
+	cose, err := coseKey(alg, pub)
+	if err != nil {
+		return nil, err
+	}
+	ad := authenticatorData{
+		RPIDHash:     rpIDHash[:],
+		Flags:        flagUP | flagAT,
+		AAGUID:       AAGUID[:],
+		CredentialID: credID,
+		PublicKey:    cose,
+	}
+	if credProtect != 0 {
+		ext, err := marshal(map[string]int{credProtectExt: credProtect})
+		if err != nil {
+			return nil, err
+		}
+		ad.Flags |= flagED
+		ad.Extensions = ext
+	}
+	if ad.SignCount, err = a.store.NextCounter(); err != nil {
+		return nil, fmt.Errorf("signature counter: %w", err)
+	}
+	authData := ad.marshal()
+	// Packed self attestation (WebAuthn §8.2): signed by the credential's
+	// own key, so it proves possession and identifies nothing.
+	digest := sha256.Sum256(append(append([]byte{}, authData...), req.ClientDataHash...))
+	sig, err := a.tpm.Sign(blob, digest[:])
+	if err != nil {
+		return nil, fmt.Errorf("self attestation: %w", err)
+	}
+	// Step 18: a discoverable credential is durable before we answer.
+	if rk {
+		c := &keystore.Credential{
+			ID:              credID,
+			RPID:            rpID,
+			RPName:          truncate(req.RP.Name, maxNameLen),
+			UserID:          req.User.ID,
+			UserName:        user,
+			UserDisplayName: truncate(req.User.DisplayName, maxNameLen),
+			Algorithm:       int(alg),
+			KeyBlob:         blob,
+			Discoverable:    true,
+			CredProtect:     credProtect,
+			CreatedAt:       a.now().UTC(),
+		}
+		if err := a.store.PutCredential(c); err != nil {
+			return nil, fmt.Errorf("store credential: %w", err)
+		}
+	}
+	a.log.Info("credential created", "alg", int(alg), "discoverable", rk)
+	return marshal(MakeCredentialResponse{
+		Fmt:      "packed",
+		AuthData: authData,
+		AttStmt:  map[string]any{"alg": int64(alg), "sig": sig},
+	})
+}
+
+// chooseAlgorithm implements step 3: validate every element, choose the
+// first supported one.
+func (a *Authenticator) chooseAlgorithm(params []CredentialParameters) (tpm.Algorithm, error) {
+	var chosen tpm.Algorithm
+	for _, p := range params {
+		if p.Type == nil || p.Alg == nil {
+			return 0, ErrMissingParameter
+		}
+		if chosen != 0 || *p.Type != credentialTypePublicKey {
+			continue
+		}
+		for _, alg := range a.algorithm {
+			if int64(alg) == *p.Alg {
+				chosen = alg
+			}
+		}
+	}
+	if chosen == 0 {
+		return 0, ErrUnsupportedAlgorithm
+	}
+	return chosen, nil
+}
+
+// parseCredProtect reads the credProtect extension input (CTAP 2.1
+// §12.1): an unsigned integer 1..3. Other extensions are ignored, as the
+// specification requires for unsupported ones.
+func parseCredProtect(exts map[string]cbor.RawMessage) (int, error) {
+	raw, ok := exts[credProtectExt]
+	if !ok {
+		return 0, nil
+	}
+	var level uint64
+	if err := decMode.Unmarshal(raw, &level); err != nil {
+		return 0, ErrCBORUnexpectedType
+	}
+	if level < 1 || level > 3 {
+		return 0, ErrInvalidParameter
+	}
+	return int(level), nil
+}
+
+// truncate shortens s to at most n bytes without splitting a UTF-8
+// sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && s[i]&0xC0 == 0x80 {
+		i--
+	}
+	return s[:i]
+}

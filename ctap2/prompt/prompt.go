@@ -1,0 +1,81 @@
+// Package prompt asks the person at the machine to confirm an
+// authenticator operation (user presence, CTAP 2.1 §6 "up").
+//
+// Backends (approve-all for tests; a session agent and pinentry come with
+// the PIN work) all implement Prompter; the authenticator only sees that
+// interface.
+package prompt
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Operation names what the user is asked to approve.
+type Operation string
+
+// Operations shown to the user.
+const (
+	OpRegister Operation = "register a passkey"
+	OpSignIn   Operation = "sign in"
+	OpReset    Operation = "reset the authenticator (deletes every passkey)"
+	OpSelect   Operation = "select this authenticator"
+	OpExcluded Operation = "confirm an already registered passkey"
+)
+
+// Request describes one prompt. RPID and UserName may be empty.
+type Request struct {
+	Operation Operation
+	RPID      string
+	UserName  string
+}
+
+// Errors a Prompter returns when it does not approve. A cancelled or
+// expired context is returned as the context's error.
+var (
+	ErrDenied  = errors.New("prompt: the user declined")
+	ErrTimeout = errors.New("prompt: no answer in time")
+	ErrNoUser  = errors.New("prompt: nobody can be asked")
+)
+
+// Prompter obtains user presence. Confirm returns nil only when the user
+// approved; ctx is cancelled when the client sends CTAPHID_CANCEL.
+type Prompter interface {
+	Confirm(ctx context.Context, req Request) error
+}
+
+// Timeout bounds every prompt (CTAP leaves it to the authenticator; 30 s
+// matches what browsers wait for a touch).
+const Timeout = 30 * time.Second
+
+// ApproveAll grants every request after Delay. It exists for tests and the
+// demo only: it proves nothing about a person being present, so it logs a
+// warning every time it is used.
+type ApproveAll struct {
+	Delay  time.Duration
+	Logger *slog.Logger
+}
+
+// Confirm implements Prompter.
+func (a ApproveAll) Confirm(ctx context.Context, req Request) error {
+	if a.Logger != nil {
+		a.Logger.Warn("approve-all prompt: granting user presence without asking anyone", "operation", string(req.Operation))
+	}
+	t := time.NewTimer(a.Delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// DenyAll refuses every request: the safe backend when there is no way to
+// ask anyone.
+type DenyAll struct{}
+
+// Confirm implements Prompter.
+func (DenyAll) Confirm(context.Context, Request) error { return ErrNoUser }

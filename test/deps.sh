@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the packages the tests and the demo need, when missing.
+# As root it uses apt; otherwise it says what to install. In CI (CI=true)
+# a missing package is an error, never a silent skip.
+set -euo pipefail
+pkgs=()
+command -v swtpm >/dev/null 2>&1 || pkgs+=(swtpm swtpm-tools)
+/usr/bin/python3 -c 'import fido2' >/dev/null 2>&1 || pkgs+=(python3-fido2)
+[ -e /usr/include/openssl/ssl.h ] || pkgs+=(libssl-dev)
+command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+[ ${#pkgs[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "deps: installing ${pkgs[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -q "${pkgs[@]}" >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && apt-get install -y -q "${pkgs[@]}" >/dev/null; }
+	exit 0
+fi
+echo "deps: missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]})" >&2
+[ "${CI:-}" = true ] && exit 1
+exit 0
