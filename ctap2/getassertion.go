@@ -114,7 +114,11 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	} else {
 		stored, err := a.store.CredentialsByRP(rpID)
 		if err != nil {
-			return nil, fmt.Errorf("list credentials: %w", err)
+			// A damaged record costs only itself: serve the readable ones.
+			if !errors.Is(err, keystore.ErrCorrupt) {
+				return nil, fmt.Errorf("list credentials: %w", err)
+			}
+			a.log.Error("some credentials of this RP are unreadable", "err", err)
 		}
 		for _, s := range stored {
 			// Without an allow list, credProtect 2 and 3 both need UV.

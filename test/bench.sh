@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# make bench: CTAP operations end to end through CTAPHID, next to the TPM
+# floor for the same work measured in the same run (x-floor = ratio of
+# medians), then the TPM and store micro-benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${BENCH_N:-300x}
+echo "== end to end vs TPM floor (swtpm; x-floor = median / floor median)"
+go test -run '^$' -bench . -benchtime "$n" ./test/bench/ | grep -E '^Benchmark'
+echo "== TPM floors and store"
+go test -run '^$' -bench . -benchtime "$n" ./tpm/ ./keystore/ | grep -E '^Benchmark'

@@ -1,0 +1,173 @@
+// Package bench measures passkeyd's CTAP operations end to end (CTAPHID
+// framing, CBOR, the store, the TPM) next to the raw TPM work they cannot
+// avoid, measured in the same run on the same TPM, and reports the ratio.
+//
+// Each benchmark alternates one floor operation and one full operation per
+// iteration, so both see the same machine load, and reports medians:
+//
+//	median-ns     the full operation through CTAPHID
+//	floor-ns      the TPM floor for the same work
+//	x-floor       median-ns / floor-ns
+//
+// Floors: getAssertion = Load+Sign+Flush of the credential key;
+// makeCredential = Create + Load+Sign+Flush (the new key plus its packed
+// self-attestation signature).
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/passkeyd/passkeyd/ctap2"
+	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/keystore"
+	"github.com/passkeyd/passkeyd/tpm"
+)
+
+type rig struct {
+	tpm    *tpm.TPM
+	client *client
+}
+
+func newRig(b *testing.B) *rig {
+	b.Helper()
+	dir := b.TempDir()
+	spec := os.Getenv("PASSKEYD_BENCH_TPM")
+	if spec == "" {
+		spec = "swtpm"
+	}
+	t, err := tpm.Open(tpm.Config{Spec: spec, StateDir: dir})
+	if err != nil {
+		b.Fatalf("open TPM: %v", err)
+	}
+	b.Cleanup(func() { t.Close() })
+	st, err := keystore.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	// Presence granted at once: the benchmark measures the machine, not a
+	// person.
+	a, err := ctap2.New(ctap2.Config{TPM: t, Store: st, Prompt: prompt.ApproveAll{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newPipe()
+	srv := ctaphid.NewServer(a, ctaphid.Config{Capabilities: ctaphid.CapCBOR | ctaphid.CapWink, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	go srv.Serve(ctx, p)
+	b.Cleanup(func() { cancel(); close(p.toDevice) })
+	c, err := dial(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &rig{tpm: t, client: c}
+}
+
+func (r *rig) cbor(b *testing.B, cmd byte, params any) map[int]cbor.RawMessage {
+	b.Helper()
+	enc, err := cbor.Marshal(params)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := r.client.transact(ctaphid.CmdCBOR, append([]byte{cmd}, enc...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if resp[0] != 0 {
+		b.Fatalf("command 0x%02x: status 0x%02x", cmd, resp[0])
+	}
+	var m map[int]cbor.RawMessage
+	if err := cbor.Unmarshal(resp[1:], &m); err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+func mcParams(rk bool) map[int]any {
+	h := sha256.Sum256([]byte("client data"))
+	return map[int]any{
+		1: h[:],
+		2: map[string]any{"id": "example.com"},
+		3: map[string]any{"id": []byte("user"), "name": "alice"},
+		4: []any{map[string]any{"type": "public-key", "alg": -7}},
+		7: map[string]bool{"rk": rk},
+	}
+}
+
+// interleaved runs floor and full alternately b.N times and reports the
+// medians and their ratio.
+func interleaved(b *testing.B, floor, full func()) {
+	floor()
+	full() // warm both paths
+	fl := make([]time.Duration, 0, b.N)
+	fu := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		floor()
+		t1 := time.Now()
+		full()
+		t2 := time.Now()
+		fl = append(fl, t1.Sub(t0))
+		fu = append(fu, t2.Sub(t1))
+	}
+	b.StopTimer()
+	slices.Sort(fl)
+	slices.Sort(fu)
+	mf, mu := fl[len(fl)/2], fu[len(fu)/2]
+	b.ReportMetric(float64(mu.Nanoseconds()), "median-ns")
+	b.ReportMetric(float64(mf.Nanoseconds()), "floor-ns")
+	b.ReportMetric(float64(mu)/float64(mf), "x-floor")
+}
+
+func BenchmarkGetAssertion(b *testing.B) {
+	r := newRig(b)
+	m := r.cbor(b, ctap2.CmdMakeCredential, mcParams(false))
+	var authData []byte
+	cbor.Unmarshal(m[2], &authData)
+	credID := authData[55 : 55+(int(authData[53])<<8|int(authData[54]))]
+	blob, _, err := r.tpm.CreateKey(tpm.ES256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := sha256.Sum256([]byte("client data"))
+	ga := map[int]any{1: "example.com", 2: h[:], 3: []any{map[string]any{"type": "public-key", "id": credID}}}
+	interleaved(b,
+		func() {
+			if _, err := r.tpm.Sign(blob, h[:]); err != nil {
+				b.Fatal(err)
+			}
+		},
+		func() { r.cbor(b, ctap2.CmdGetAssertion, ga) })
+}
+
+func benchmarkMakeCredential(b *testing.B, rk bool) {
+	r := newRig(b)
+	h := sha256.Sum256([]byte("client data"))
+	interleaved(b,
+		func() {
+			blob, _, err := r.tpm.CreateKey(tpm.ES256)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := r.tpm.Sign(blob, h[:]); err != nil {
+				b.Fatal(err)
+			}
+		},
+		func() { r.cbor(b, ctap2.CmdMakeCredential, mcParams(rk)) })
+}
+
+func BenchmarkMakeCredential(b *testing.B) { benchmarkMakeCredential(b, false) }
+
+// BenchmarkMakeCredentialDiscoverable includes the durable store write
+// (an fsync) that a discoverable credential must cost.
+func BenchmarkMakeCredentialDiscoverable(b *testing.B) { benchmarkMakeCredential(b, true) }
