@@ -1,0 +1,318 @@
+// Package keystore is passkeyd's durable store: credentials, device state
+// and the signature counter, in one bbolt file inside the state dir.
+//
+// On-disk layout of DIR/passkeyd.db (bbolt, one file, 0600, dir 0700):
+//
+//	meta    "format"   -> 1 (uint64 big-endian)
+//	        "counter"  -> signature counter high-water mark (uint64 BE): every
+//	                      value ever handed out is <= it
+//	        "keycheck" -> HMAC-SHA256(checkKey, label): recognises the Unlock key
+//	device  name       -> value, as given (callers store TPM-sealed blobs here)
+//	cred    HMAC-SHA256(credIdxKey, credentialID)                   (32 bytes)
+//	                   -> 0x01 || nonce(24) || XChaCha20-Poly1305(CBOR record),
+//	                      associated data = label || this bbolt key
+//	rp      HMAC-SHA256(rpIdxKey, rpID) || seq (8 bytes BE)          (40 bytes)
+//	                   -> cred bucket key; discoverable credentials only
+//
+// aeadKey, credIdxKey, rpIdxKey and checkKey come from the 32-byte Unlock key
+// through HKDF-SHA256 with distinct info strings, so the file holds neither
+// RP IDs, user data nor credential IDs in clear. seq is the cred bucket's
+// bbolt sequence, so a reverse prefix scan of rp lists an RP's credentials
+// newest first. There is no in-memory cache: records are decrypted on read.
+package keystore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+var (
+	// ErrNotFound is returned for a device value or credential that doesn't exist.
+	ErrNotFound = errors.New("keystore: not found")
+	// ErrLocked is returned by Open when another process (or another Open in
+	// this one) holds the store. The error's message names the dir and file.
+	ErrLocked = errors.New("keystore: state dir is in use by another passkeyd")
+	// ErrSealed is returned by credential methods before Unlock (and after Wipe).
+	ErrSealed = errors.New("keystore: credentials are sealed (Unlock first)")
+	// ErrWrongKey is returned by Unlock when the key is not the one the
+	// store's credentials were sealed with.
+	ErrWrongKey = errors.New("keystore: key does not match this store")
+	// ErrCorrupt marks a record (or value) on disk that cannot be read: it
+	// fails authentication, decoding or validation. It concerns that record only.
+	ErrCorrupt = errors.New("keystore: corrupted record")
+)
+
+const (
+	dbName        = "passkeyd.db"
+	formatVersion = 1
+	// lockTimeout makes a second daemon fail at once instead of blocking on flock.
+	lockTimeout = 100 * time.Millisecond
+	// touchFlushInterval bounds how much LastUsedAt a crash can lose.
+	touchFlushInterval = time.Second
+)
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketDevice = []byte("device")
+	bucketCred   = []byte("cred")
+	bucketRP     = []byte("rp")
+
+	metaFormat   = []byte("format")
+	metaCounter  = []byte("counter")
+	metaKeyCheck = []byte("keycheck")
+)
+
+var errClosed = errors.New("keystore: store is closed")
+
+// lockedError carries the exact message the daemon shows; it matches ErrLocked.
+type lockedError struct{ dir, path string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("state dir %s is in use by another passkeyd (lock held on %s)", e.dir, e.path)
+}
+
+func (e *lockedError) Unwrap() error { return ErrLocked }
+
+// Store is the open keystore. Its methods are safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+
+	// mu guards k. Credential operations hold it for reading for their whole
+	// transaction, so Unlock and Wipe (writers) never interleave with one and a
+	// record is never sealed under a key that Wipe has just discarded.
+	mu sync.RWMutex
+	k  *keys // nil while sealed
+
+	count atomic.Int64 // records in the cred bucket
+
+	ctrMu    sync.Mutex
+	ctrNext  uint64 // next value to hand out
+	ctrLimit uint64 // last value durably reserved
+	ctrErr   error  // counter unreadable on disk
+
+	touchMu sync.Mutex
+	touches map[string]time.Time // cred bucket key -> latest pending use
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+// Open opens DIR/passkeyd.db, creating the dir (0700) and file (0600) if
+// needed. It fails at once with an error matching ErrLocked when another
+// process holds the store.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keystore: create state dir: %w", err)
+	}
+	path := filepath.Join(dir, dbName)
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, &lockedError{dir: dir, path: path}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keystore: open %s: %w", path, err)
+	}
+	if created {
+		// bbolt syncs the file, not the directory entry: without this a crash
+		// right after first start could lose the whole file.
+		if err := syncDir(dir); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+
+	s := &Store{
+		db:      db,
+		touches: make(map[string]time.Time),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	go s.flushLoop()
+	return s, nil
+}
+
+// init creates the buckets, checks the format and loads the counter mark.
+func (s *Store) init() error {
+	var high uint64
+	var n int
+	err := s.update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketDevice, bucketCred, bucketRP} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(metaFormat); {
+		case v == nil:
+			if err := meta.Put(metaFormat, binary.BigEndian.AppendUint64(nil, formatVersion)); err != nil {
+				return fmt.Errorf("write format: %w", err)
+			}
+		case len(v) != 8 || binary.BigEndian.Uint64(v) != formatVersion:
+			return fmt.Errorf("unsupported store format %x", v)
+		}
+		var err error
+		high, err = readCounter(meta)
+		if err != nil {
+			// Only signing needs the counter: keep the rest of the store usable.
+			s.ctrErr = fmt.Errorf("keystore: signature counter: %w", err)
+		}
+		n = tx.Bucket(bucketCred).Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("keystore: init: %w", err)
+	}
+	s.ctrNext, s.ctrLimit = high+1, high
+	s.count.Store(int64(n))
+	return nil
+}
+
+// Close flushes pending LastUsedAt updates and closes the file. Later calls
+// return the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.stop)
+		<-s.done
+		var ferr, cerr error
+		if err := s.flushTouches(); err != nil {
+			ferr = fmt.Errorf("keystore: close: flush last-used times: %w", err)
+		}
+		if err := s.db.Close(); err != nil {
+			cerr = fmt.Errorf("keystore: close: %w", err)
+		}
+		s.closeErr = errors.Join(ferr, cerr)
+	})
+	return s.closeErr
+}
+
+// Get returns the device value stored under name.
+func (s *Store) Get(name string) ([]byte, error) {
+	if name == "" {
+		return nil, errors.New("keystore: get: empty name")
+	}
+	var out []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketDevice).Cursor().Seek([]byte(name))
+		if !bytes.Equal(k, []byte(name)) {
+			return ErrNotFound
+		}
+		// bbolt's slice dies with the transaction; an empty value stays non-nil.
+		out = append([]byte{}, v...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: get %q: %w", name, err)
+	}
+	return out, nil
+}
+
+// Put stores a device value; it is on disk (fsync'ed) when Put returns.
+func (s *Store) Put(name string, value []byte) error {
+	if name == "" {
+		return errors.New("keystore: put: empty name")
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDevice).Put([]byte(name), bytes.Clone(value))
+	})
+	if err != nil {
+		return fmt.Errorf("keystore: put %q: %w", name, err)
+	}
+	return nil
+}
+
+// Delete removes a device value. Deleting an absent name is not an error.
+func (s *Store) Delete(name string) error {
+	if name == "" {
+		return errors.New("keystore: delete: empty name")
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDevice).Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("keystore: delete %q: %w", name, err)
+	}
+	return nil
+}
+
+// Wipe deletes every credential and device value (authenticatorReset) in one
+// transaction. Only the signature counter's high-water mark survives, so
+// counters stay monotonic. Wipe works while sealed (a lost key is what reset
+// recovers from) and leaves the store sealed: the old key's sealed blob was a
+// device value, so the caller must Unlock again, normally with a fresh key.
+func (s *Store) Wipe() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketDevice, bucketCred, bucketRP} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return fmt.Errorf("delete bucket %s: %w", name, err)
+			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Delete(metaKeyCheck)
+	})
+	if err != nil {
+		return fmt.Errorf("keystore: wipe: %w", err)
+	}
+	s.k = nil
+	s.count.Store(0)
+	s.touchMu.Lock()
+	clear(s.touches)
+	s.touchMu.Unlock()
+	return nil
+}
+
+// view and update run bbolt transactions. bbolt panics on some structural
+// damage to its pages; the panic is turned into an error so a bad file
+// fails the operation instead of killing the daemon (bbolt rolls back first).
+func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	defer recoverDamage(&err)
+	return s.db.View(fn)
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer recoverDamage(&err)
+	return s.db.Update(fn)
+}
+
+func recoverDamage(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: database file damaged: %v", ErrCorrupt, r)
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("keystore: sync state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("keystore: sync state dir: %w", err)
+	}
+	return nil
+}
