@@ -42,6 +42,7 @@ type Store interface {
 	PutCredential(c *keystore.Credential) error
 	Credential(id []byte) (*keystore.Credential, error)
 	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
+	DeleteCredential(id []byte) error
 	CountCredentials() int
 	TouchCredential(id []byte, t time.Time)
 	NextCounter() (uint32, error)

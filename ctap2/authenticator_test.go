@@ -231,6 +231,26 @@ func TestDiscoverableCredentials(t *testing.T) {
 	}
 }
 
+func TestSameUserReplacesDiscoverableCredential(t *testing.T) {
+	e := newEnv(t)
+	old := makeCred(t, e, "example.com", []byte("alice"), true)
+	makeCred(t, e, "example.com", []byte("bob"), true)
+	newer := makeCred(t, e, "example.com", []byte("alice"), true)
+	if n := e.store.CountCredentials(); n != 2 {
+		t.Fatalf("%d credentials stored, want 2 (alice replaced)", n)
+	}
+	if st, _ := e.call(t, CmdGetAssertion, gaParams("example.com", old.credID)); st != ErrNoCredentials {
+		t.Errorf("replaced credential still signs: %v", st)
+	}
+	st, m := e.call(t, CmdGetAssertion, gaParams("example.com"))
+	if st != StatusOK || field[int](t, m, 5) != 2 {
+		t.Fatalf("getAssertion: %v %v", st, m[5])
+	}
+	if id := field[map[string]any](t, m, 1)["id"].([]byte); !bytes.Equal(id, newer.credID) {
+		t.Error("the new alice credential is not the newest")
+	}
+}
+
 func TestUserEntityStoredIntact(t *testing.T) {
 	e := newEnv(t)
 	name := string(bytes.Repeat([]byte("n"), 64))

@@ -1,8 +1,10 @@
 package ctap2
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
@@ -96,9 +98,22 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 			return nil, ErrCredentialExcluded
 		}
 	}
-	// Step 13.
-	if rk && a.store.CountCredentials() >= a.capacity {
-		return nil, ErrKeyStoreFull
+	// Step 13, and step 18's rule that a discoverable credential for the
+	// same RP and user handle replaces the old one.
+	var replaced [][]byte
+	if rk {
+		old, err := a.store.CredentialsByRP(rpID)
+		if err != nil && !errors.Is(err, keystore.ErrCorrupt) {
+			return nil, fmt.Errorf("list credentials: %w", err)
+		}
+		for _, c := range old {
+			if bytes.Equal(c.UserID, req.User.ID) {
+				replaced = append(replaced, c.ID)
+			}
+		}
+		if len(replaced) == 0 && a.store.CountCredentials() >= a.capacity {
+			return nil, ErrKeyStoreFull
+		}
 	}
 	// Step 14: user presence.
 	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
@@ -164,6 +179,13 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		}
 		if err := a.store.PutCredential(c); err != nil {
 			return nil, fmt.Errorf("store credential: %w", err)
+		}
+		// The new credential is durable first: a crash in between leaves
+		// two accounts, never none.
+		for _, id := range replaced {
+			if err := a.store.DeleteCredential(id); err != nil && !errors.Is(err, keystore.ErrNotFound) {
+				return nil, fmt.Errorf("replace credential: %w", err)
+			}
 		}
 	}
 	a.log.Info("credential created", "alg", int(alg), "discoverable", rk)

@@ -123,6 +123,11 @@ func ParseCommand(apdu []byte) (Command, error) {
 	default: // extended Lc
 		lc := int(binary.BigEndian.Uint16(body[1:3]))
 		rest := body[3:]
+		if lc == 0 && len(rest) == 2 {
+			// 00 0000 Le1 Le2: an empty extended Lc then Le, as
+			// python-fido2 sends VERSION.
+			return c, nil
+		}
 		if lc == 0 || (len(rest) != lc && len(rest) != lc+2) {
 			return Command{}, SWWrongLength
 		}

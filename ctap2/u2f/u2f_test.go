@@ -20,6 +20,7 @@ func TestParseCommand(t *testing.T) {
 		{"case 4 short", []byte{0, 1, 0, 0, 2, 9, 8, 0}, []byte{9, 8}, nil},
 		{"case 3 extended", []byte{0, 1, 0, 0, 0, 0, 2, 9, 8}, []byte{9, 8}, nil},
 		{"case 4 extended", []byte{0, 1, 0, 0, 0, 0, 2, 9, 8, 0, 0}, []byte{9, 8}, nil},
+		{"extended empty Lc then Le", []byte{0, 3, 0, 0, 0, 0, 0, 0, 0}, nil, nil},
 		{"too short", []byte{0, 1, 0}, nil, SWWrongLength},
 		{"short Lc overflow", []byte{0, 1, 0, 0, 9, 1}, nil, SWWrongLength},
 		{"extended Lc overflow", []byte{0, 1, 0, 0, 0, 1, 0, 1}, nil, SWWrongLength},
