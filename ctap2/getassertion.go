@@ -147,9 +147,11 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	if err != nil {
 		return nil, err
 	}
+	// numberOfCredentials "defaults to one" (CTAP 2.1 §6.2.2): sent only
+	// when the platform has to pick among several accounts.
 	if discoverable {
-		resp.NumberOfCredentials = len(creds)
 		if len(creds) > 1 {
+			resp.NumberOfCredentials = len(creds)
 			a.next = &assertionState{
 				remaining:      creds[1:],
 				rpIDHash:       rpIDHash[:],

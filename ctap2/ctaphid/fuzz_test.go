@@ -58,7 +58,7 @@ func (fuzzHandler) CBOR(ctx context.Context, req []byte) []byte {
 		select {
 		case <-ctx.Done():
 			return []byte{0x2d}
-		case <-time.After(2 * time.Millisecond):
+		case <-time.After(100 * time.Microsecond):
 			return make([]byte, MaxMessageSize+int(req[len(req)-1])%2)
 		}
 	default:

@@ -2,6 +2,7 @@ package ctaphid
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,20 +26,30 @@ var PowerCycleDatagram = [ReportSize]byte{
 // errNoPeer is returned by WriteReport before any host has sent a report.
 var errNoPeer = errors.New("ctaphid: no UDP peer yet")
 
+// maxRoutes bounds the CID-to-address table of a UDPDevice; when it is
+// full the table starts over and replies fall back to the latest source
+// until each client sends again.
+const maxRoutes = 256
+
 // UDPDevice is the UDP simulation transport: one datagram is one raw
 // 64-byte report, without a report ID, in both directions. It implements
 // Device and io.Closer.
 type UDPDevice struct {
 	conn *net.UDPConn
 
-	mu   sync.Mutex
-	peer netip.AddrPort // source of the most recent accepted datagram
+	mu     sync.Mutex
+	peer   netip.AddrPort            // source of the most recent accepted datagram
+	routes map[uint32]netip.AddrPort // CID -> source of its most recent datagram
 }
 
-// ListenUDP binds exactly addr (e.g. "127.0.0.1:8111"). Replies go to the
-// source address of the most recent 64-byte datagram; datagrams of any
-// other size are dropped (logged at debug level to slog.Default) and do not
-// change where replies go.
+// ListenUDP binds exactly addr (e.g. "127.0.0.1:8111"). A report goes to
+// the address that most recently sent a datagram on the report's CID, and
+// otherwise to the source of the most recent datagram. With one client that
+// is the Solo convention ("reply to the source"); with several clients on
+// separate sockets each still gets its own channel's replies, as each
+// program would reading a real HID device. Datagrams of any size other than
+// 64 bytes are dropped (logged at debug level to slog.Default) and change
+// no address.
 func ListenUDP(addr string) (*UDPDevice, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -48,7 +59,7 @@ func ListenUDP(addr string) (*UDPDevice, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ctaphid: listen on UDP %q: %w", addr, err)
 	}
-	return &UDPDevice{conn: conn}, nil
+	return &UDPDevice{conn: conn, routes: make(map[uint32]netip.AddrPort)}, nil
 }
 
 // LocalAddr returns the bound address, useful when addr had port 0.
@@ -75,23 +86,34 @@ func (d *UDPDevice) ReadReport() ([]byte, error) {
 			slog.Debug("ctaphid: dropping UDP datagram that is not one report", "from", from, "len", n)
 			continue
 		}
+		powerCycle := bytes.Equal(buf[:n], PowerCycleDatagram[:])
 		d.mu.Lock()
 		d.peer = from
+		if !powerCycle {
+			if len(d.routes) >= maxRoutes {
+				clear(d.routes)
+			}
+			d.routes[binary.BigEndian.Uint32(buf[0:4])] = from
+		}
 		d.mu.Unlock()
-		if bytes.Equal(buf[:n], PowerCycleDatagram[:]) {
+		if powerCycle {
 			return nil, ErrPowerCycle
 		}
 		return buf[:n], nil
 	}
 }
 
-// WriteReport sends report to the source of the most recent datagram.
+// WriteReport sends report to the address that last used the report's
+// CID, or else to the source of the most recent datagram.
 func (d *UDPDevice) WriteReport(report []byte) error {
 	if len(report) != ReportSize {
 		return fmt.Errorf("ctaphid: UDP report is %d bytes, want %d", len(report), ReportSize)
 	}
 	d.mu.Lock()
-	peer := d.peer
+	peer, ok := d.routes[binary.BigEndian.Uint32(report[0:4])]
+	if !ok {
+		peer = d.peer
+	}
 	d.mu.Unlock()
 	if !peer.IsValid() {
 		return errNoPeer

@@ -66,6 +66,10 @@ func TestUDP(t *testing.T) {
 	}
 
 	h := newFakeHandler()
+	h.cbor = func(ctx context.Context, req []byte) []byte {
+		<-ctx.Done() // until CANCEL
+		return []byte{0x2d}
+	}
 	srv := NewServer(h, Config{Capabilities: testCaps, Version: testVersion, Logger: testLogger()})
 	var next atomic.Uint32
 	next.Store(firstCID)
@@ -92,10 +96,28 @@ func TestUDP(t *testing.T) {
 		c.expect(f)
 	}
 
-	// Replies follow the most recent source.
+	// A second client on its own socket: replies follow the channel, not
+	// merely the latest sender.
 	c2 := newUDPClient(t, dev.LocalAddr())
-	c2.send(initFrame(firstCID, CmdPing, 1, 4))
-	c2.expect(initFrame(firstCID, CmdPing, 1, 4))
+	c2.send(initFrame(BroadcastCID, CmdInit, 8, 9, 9, 9, 9, 9, 9, 9, 9))
+	c2.expect(mustHex(t, "ffffffff 86 0011 0909090909090909 01020305 02 050607 05"+strings.Repeat("00", 40)))
+	c.send(initFrame(firstCID, CmdCBOR, 1, 4)) // blocks until cancelled
+	c2.send(initFrame(firstCID+1, CmdPing, 1, 4))
+	c2.expect(errFrame(firstCID+1, ErrChannelBusy))
+	c.send(initFrame(firstCID, CmdCancel, 0))
+	for {
+		r := c.recv()
+		if r[4] == CmdKeepalive {
+			continue
+		}
+		if w := initFrame(firstCID, CmdCBOR, 1, 0x2d); !bytes.Equal(r, w) {
+			t.Fatalf("\n got %x\nwant %x", r, w)
+		}
+		break
+	}
+	// A CID nobody has used yet goes to the latest sender.
+	c2.send(initFrame(0x0a0b0c0d, CmdPing, 1, 4))
+	c2.expect(errFrame(0x0a0b0c0d, ErrInvalidChannel))
 
 	// The magic datagram is a power cycle: channels are gone.
 	c.send(PowerCycleDatagram[:])
