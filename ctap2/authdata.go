@@ -72,11 +72,13 @@ func coseKey(alg tpm.Algorithm, pub crypto.PublicKey) ([]byte, error) {
 		if alg != tpm.ES256 || k.Curve != elliptic.P256() {
 			return nil, fmt.Errorf("COSE key: EC key for algorithm %d", alg)
 		}
-		// X and Y are fixed-width 32-byte big-endian (RFC 9053 §7.1.1).
-		x, y := make([]byte, 32), make([]byte, 32)
-		k.X.FillBytes(x)
-		k.Y.FillBytes(y)
-		return marshal(coseEC2Key{Kty: 2, Alg: int64(tpm.ES256), Crv: 1, X: x, Y: y})
+		// X and Y are fixed-width 32-byte big-endian (RFC 9053 §7.1.1),
+		// as in the uncompressed point 04 | X | Y.
+		point, err := k.Bytes()
+		if err != nil || len(point) != 65 {
+			return nil, fmt.Errorf("COSE key: encode P-256 point: %v", err)
+		}
+		return marshal(coseEC2Key{Kty: 2, Alg: int64(tpm.ES256), Crv: 1, X: point[1:33], Y: point[33:65]})
 	case *rsa.PublicKey:
 		if alg != tpm.RS256 {
 			return nil, fmt.Errorf("COSE key: RSA key for algorithm %d", alg)
