@@ -23,6 +23,9 @@ const (
 	OpReset    Operation = "reset the authenticator (deletes every passkey)"
 	OpSelect   Operation = "select this authenticator"
 	OpExcluded Operation = "confirm an already registered passkey"
+	OpVerify   Operation = "unlock the security key with its PIN"
+	OpManage   Operation = "manage passkeys"
+	OpSetPIN   Operation = "change the security key's PIN"
 )
 
 // Request describes one prompt. RPID and UserName may be empty.
@@ -44,6 +47,19 @@ var (
 // approved; ctx is cancelled when the client sends CTAPHID_CANCEL.
 type Prompter interface {
 	Confirm(ctx context.Context, req Request) error
+}
+
+// PINEntry is a Prompter that can also perform built-in user
+// verification: the person types the device PIN into the prompt, and the
+// authenticator has the TPM check it exactly as it checks a clientPIN PIN.
+// Backends that cannot ask for a PIN (approve-all) do not implement it,
+// so the authenticator never reports built-in UV through them.
+type PINEntry interface {
+	Prompter
+	// EnterPIN shows req, asks for the device PIN and returns it as typed
+	// (UTF-8, no trailing newline). retries is the number of tries left,
+	// shown to the person. Errors as for Confirm.
+	EnterPIN(ctx context.Context, req Request, retries int) (string, error)
 }
 
 // Timeout bounds every prompt (CTAP leaves it to the authenticator; 30 s
