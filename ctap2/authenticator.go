@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
+	"github.com/passkeyd/passkeyd/ctap2/pinuv"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/keystore"
 	"github.com/passkeyd/passkeyd/tpm"
@@ -32,6 +33,10 @@ type TPM interface {
 	Sign(blob tpm.KeyBlob, digest []byte) ([]byte, error)
 	Seal(secret []byte) (tpm.KeyBlob, error)
 	Unseal(blob tpm.KeyBlob) ([]byte, error)
+	// The PIN object: a DA-protected sealed object whose authorisation is
+	// the PIN hash, checked by the TPM over a salted session.
+	CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error)
+	UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error)
 }
 
 // Store is the durable state. *keystore.Store implements it.
@@ -91,6 +96,11 @@ type Authenticator struct {
 	next      *assertionState // getNextAssertion state, nil when none
 	presence  u2fPresence
 	algorithm []tpm.Algorithm
+	pin       pinState
+	cfg       deviceConfig
+	// extraPermissions are pinUvAuthToken permissions of optional
+	// commands that are enabled (credential management, large blobs).
+	extraPermissions pinuv.Permission
 }
 
 // New provisions (first run) or loads the device secrets and returns a
@@ -132,6 +142,12 @@ func New(cfg Config) (*Authenticator, error) {
 		return nil, err
 	}
 	a.secrets = s
+	if err := a.loadConfig(); err != nil {
+		return nil, err
+	}
+	if err := a.loadPINState(); err != nil {
+		return nil, err
+	}
 	a.powerUp = a.now()
 	return a, nil
 }
@@ -144,6 +160,7 @@ func (a *Authenticator) PowerCycle() {
 	a.powerUp = a.now()
 	a.next = nil
 	a.presence.clear()
+	a.powerCyclePIN()
 	a.log.Info("power cycle")
 }
 
@@ -179,6 +196,10 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 		err = a.reset(ctx)
 	case CmdSelection:
 		err = a.selection(ctx)
+	case CmdClientPIN:
+		body, err = a.clientPIN(ctx, params)
+	case CmdConfig:
+		err = a.authenticatorConfig(params)
 	default:
 		err = ErrInvalidCommand
 	}

@@ -26,7 +26,8 @@ func TestGetInfo(t *testing.T) {
 		t.Errorf("aaguid = %x", got)
 	}
 	opts := field[map[string]bool](t, m, 4)
-	want := map[string]bool{"rk": true, "up": true, "plat": false}
+	want := map[string]bool{"rk": true, "up": true, "plat": false, "clientPin": false, "pinUvAuthToken": true,
+		"alwaysUv": false, "setMinPINLength": true, "makeCredUvNotRqd": true, "authnrCfg": true}
 	if len(opts) != len(want) {
 		t.Errorf("options = %v, want exactly %v", opts, want)
 	}
@@ -51,8 +52,14 @@ func TestGetInfo(t *testing.T) {
 	if got := field[int](t, m, 8); got < 250 {
 		t.Errorf("maxCredentialIdLength = %d", got)
 	}
-	if _, ok := m[6]; ok {
-		t.Error("pinUvAuthProtocols reported without clientPin support")
+	if got := field[[]int](t, m, 6); len(got) != 2 || got[0] != 2 || got[1] != 1 {
+		t.Errorf("pinUvAuthProtocols = %v, want [2 1]", got)
+	}
+	if got := field[int](t, m, 13); got != 4 {
+		t.Errorf("minPINLength = %d", got)
+	}
+	if _, ok := opts["uv"]; ok {
+		t.Error("uv reported by a prompt that cannot take a PIN")
 	}
 }
 
@@ -477,7 +484,10 @@ func TestMalformed(t *testing.T) {
 		{"mc extensions not map", CmdMakeCredential, mc(func(p map[int]any) { p[6] = 1 }), ErrCBORUnexpectedType},
 		{"mc credProtect wrong type", CmdMakeCredential, mc(func(p map[int]any) { p[6] = map[string]any{"credProtect": "high"} }), ErrCBORUnexpectedType},
 		{"mc pinUvAuthParam without protocol", CmdMakeCredential, mc(func(p map[int]any) { p[8] = []byte{1} }), ErrMissingParameter},
-		{"mc pinUvAuthParam unsupported protocol", CmdMakeCredential, mc(func(p map[int]any) { p[8] = []byte{1}; p[9] = 2 }), ErrInvalidParameter},
+		{"mc pinUvAuthParam unsupported protocol", CmdMakeCredential, mc(func(p map[int]any) { p[8] = []byte{1}; p[9] = 3 }), ErrInvalidParameter},
+		{"mc pinUvAuthParam wrong type", CmdMakeCredential, mc(func(p map[int]any) { p[8] = "x"; p[9] = 2 }), ErrCBORUnexpectedType},
+		{"mc zero-length pinUvAuthParam probe", CmdMakeCredential, mc(func(p map[int]any) { p[8] = []byte{}; p[9] = 2 }), ErrPinNotSet},
+		{"mc token without PIN", CmdMakeCredential, mc(func(p map[int]any) { p[8] = make([]byte, 32); p[9] = 2 }), ErrPinAuthInvalid},
 		{"mc enterprise attestation", CmdMakeCredential, mc(func(p map[int]any) { p[10] = 1 }), ErrInvalidParameter},
 		{"ga no params", CmdGetAssertion, nil, ErrMissingParameter},
 		{"ga missing rpId", CmdGetAssertion, ga(func(p map[int]any) { delete(p, 1) }), ErrMissingParameter},
@@ -489,7 +499,23 @@ func TestMalformed(t *testing.T) {
 		{"ga allow without id", CmdGetAssertion, ga(func(p map[int]any) { p[3] = []any{map[string]any{"type": "public-key"}} }), ErrMissingParameter},
 		{"ga rk option", CmdGetAssertion, ga(func(p map[int]any) { p[5] = map[string]bool{"rk": true} }), ErrUnsupportedOption},
 		{"ga uv option", CmdGetAssertion, ga(func(p map[int]any) { p[5] = map[string]bool{"uv": true} }), ErrInvalidOption},
-		{"ga pinUvAuthParam without protocol", CmdGetAssertion, ga(func(p map[int]any) { p[6] = []byte{} }), ErrMissingParameter},
+		{"clientPIN no params", CmdClientPIN, nil, ErrMissingParameter},
+		{"clientPIN no subcommand", CmdClientPIN, map[int]any{1: 2}, ErrMissingParameter},
+		{"clientPIN unknown subcommand", CmdClientPIN, map[int]any{1: 2, 2: 0x42}, ErrInvalidSubcommand},
+		{"clientPIN keyAgreement without protocol", CmdClientPIN, map[int]any{2: 2}, ErrMissingParameter},
+		{"clientPIN keyAgreement protocol 3", CmdClientPIN, map[int]any{1: 3, 2: 2}, ErrInvalidParameter},
+		{"clientPIN subcommand wrong type", CmdClientPIN, map[int]any{1: 2, 2: "2"}, ErrCBORUnexpectedType},
+		{"clientPIN setPIN missing params", CmdClientPIN, map[int]any{1: 2, 2: 3}, ErrMissingParameter},
+		{"clientPIN bad key agreement", CmdClientPIN, map[int]any{1: 2, 2: 3, 3: map[int]any{1: 2, 3: -25, -1: 1, -2: make([]byte, 32), -3: make([]byte, 32)}, 4: make([]byte, 32), 5: make([]byte, 80)}, ErrInvalidParameter},
+		{"clientPIN getPinToken without PIN", CmdClientPIN, map[int]any{1: 2, 2: 5}, ErrMissingParameter},
+		{"clientPIN getUVRetries without built-in UV", CmdClientPIN, map[int]any{1: 2, 2: 7}, ErrInvalidSubcommand},
+		{"config no params", CmdConfig, nil, ErrMissingParameter},
+		{"config unknown subcommand", CmdConfig, map[int]any{1: 0x33}, ErrInvalidSubcommand},
+		{"config enterprise attestation", CmdConfig, map[int]any{1: 1}, ErrInvalidSubcommand},
+		{"config vendor prototype", CmdConfig, map[int]any{1: 0xff}, ErrInvalidSubcommand},
+		{"config params wrong type", CmdConfig, map[int]any{1: 3, 2: map[int]any{1: "six"}}, ErrCBORUnexpectedType},
+		{"ga pinUvAuthParam without protocol", CmdGetAssertion, ga(func(p map[int]any) { p[6] = []byte{1} }), ErrMissingParameter},
+		{"ga zero-length pinUvAuthParam probe", CmdGetAssertion, ga(func(p map[int]any) { p[6] = []byte{}; p[7] = 1 }), ErrPinNotSet},
 		{"ga too many allow entries", CmdGetAssertion, ga(func(p map[int]any) {
 			l := make([]any, 300)
 			for i := range l {

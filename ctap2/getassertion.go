@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/passkeyd/passkeyd/ctap2/pinuv"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/keystore"
 	"github.com/passkeyd/passkeyd/tpm"
@@ -74,13 +75,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	if len(req.ClientDataHash) != clientHashLen {
 		return nil, ErrInvalidLength
 	}
-	if req.PinUvAuthParam != nil {
-		if req.PinUvAuthProtocol == nil {
-			return nil, ErrMissingParameter
-		}
-		return nil, ErrInvalidParameter
-	}
-	up, uv := true, false
+	up, uvOption := true, false
 	for name, v := range req.Options {
 		switch name {
 		case "rk":
@@ -88,13 +83,24 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 		case "up":
 			up = v
 		case "uv":
-			if v {
-				return nil, ErrInvalidOption // no built-in user verification
-			}
+			uvOption = v
 		}
 	}
 	rpID := *req.RPID
 	rpIDHash := sha256.Sum256([]byte(rpID))
+	auth, err := a.authorize(ctx, authRequest{
+		rpID:              rpID,
+		clientDataHash:    req.ClientDataHash,
+		pinUvAuthParam:    req.PinUvAuthParam,
+		pinUvAuthProtocol: req.PinUvAuthProtocol,
+		uvOption:          uvOption,
+		permission:        pinuv.PermGetAssertion,
+		prompt:            prompt.Request{Operation: prompt.OpSignIn, RPID: rpID},
+	})
+	if err != nil {
+		return nil, err
+	}
+	uv := auth.uv
 
 	// Step 7: locate the applicable credentials.
 	var creds []assertionCredential
@@ -132,8 +138,10 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 		return nil, ErrNoCredentials
 	}
 	// Step 9: user presence, unless the RP asked for a silent assertion.
-	var flags byte
-	if up {
+	flags := uvFlag(uv)
+	if up && auth.up {
+		flags |= flagUP
+	} else if up {
 		name := ""
 		if len(creds) == 1 && creds[0].stored != nil {
 			name = creds[0].stored.UserName
@@ -142,6 +150,9 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 			return nil, err
 		}
 		flags |= flagUP
+	}
+	if up {
+		a.consumeToken(auth, false)
 	}
 	resp, err := a.assert(creds[0], rpIDHash[:], req.ClientDataHash, flags, uv)
 	if err != nil {

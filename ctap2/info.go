@@ -43,15 +43,30 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 	for _, alg := range a.algorithm {
 		algs = append(algs, algorithmOut{Alg: int64(alg), Type: credentialTypePublicKey})
 	}
-	return marshal(GetInfoResponse{
-		Versions:   []string{"FIDO_2_0", "FIDO_2_1", "U2F_V2"},
-		Extensions: []string{credProtectExt},
-		AAGUID:     AAGUID[:],
-		Options: map[string]bool{
-			"rk":   true,
-			"up":   true,
-			"plat": false,
-		},
+	versions := []string{"FIDO_2_0", "FIDO_2_1"}
+	if !a.cfg.AlwaysUV {
+		versions = append(versions, "U2F_V2") // U2F cannot carry UV: off under alwaysUv
+	}
+	options := map[string]bool{
+		"rk":               true,
+		"up":               true,
+		"plat":             false,
+		"clientPin":        a.pinSet(),
+		"pinUvAuthToken":   true,
+		"alwaysUv":         a.cfg.AlwaysUV,
+		"setMinPINLength":  true,
+		"makeCredUvNotRqd": !a.cfg.AlwaysUV,
+		"authnrCfg":        true,
+	}
+	info := GetInfoResponse{
+		Versions:                         versions,
+		Extensions:                       []string{credProtectExt},
+		AAGUID:                           AAGUID[:],
+		Options:                          options,
+		PinUvAuthProtocols:               []int{2, 1},
+		ForcePINChange:                   a.cfg.ForcePINChange,
+		MinPINLength:                     a.cfg.MinPINLength,
+		MaxRPIDsForSetMinPINLength:       maxMinPINLengthRPIDs,
 		MaxMsgSize:                       MaxMsgSize,
 		MaxCredentialCountInList:         maxCredentialCountInList,
 		MaxCredentialIDLength:            maxCredentialIDLength(a.algorithm),
@@ -59,8 +74,19 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		Algorithms:                       algs,
 		FirmwareVersion:                  FirmwareVersion,
 		RemainingDiscoverableCredentials: max(0, a.capacity-a.store.CountCredentials()),
-	})
+	}
+	if a.builtInUV() {
+		// Built-in UV is the device PIN typed into the prompt.
+		options["uv"] = a.pinSet()
+		info.PreferredPlatformUvAttempts = 1
+		info.UVModality = uvModalityPasscodeInternal
+	}
+	return marshal(info)
 }
+
+// uvModalityPasscodeInternal is USER_VERIFY_PASSCODE_INTERNAL (FIDO
+// Registry §3.1).
+const uvModalityPasscodeInternal = 0x00000004
 
 // reset is authenticatorReset (CTAP 2.1 §6.6): only within 10 s of
 // power-up and with user presence; it wipes every credential and device
@@ -80,6 +106,12 @@ func (a *Authenticator) reset(ctx context.Context) error {
 		return fmt.Errorf("reset: new device secrets: %w", err)
 	}
 	a.secrets = s
+	if err := a.loadConfig(); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	if err := a.loadPINState(); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
 	a.presence.clear()
 	a.log.Warn("authenticator reset: every credential deleted")
 	return nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/passkeyd/passkeyd/ctap2/pinuv"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/keystore"
 	"github.com/passkeyd/passkeyd/tpm"
@@ -39,21 +40,13 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	if len(req.ClientDataHash) != clientHashLen || len(req.User.ID) > maxUserIDLen {
 		return nil, ErrInvalidLength
 	}
-	// Steps 1-2: this authenticator has no PIN/UV auth protocol yet, so any
-	// pinUvAuthParam names a protocol it does not support.
-	if req.PinUvAuthParam != nil {
-		if req.PinUvAuthProtocol == nil {
-			return nil, ErrMissingParameter
-		}
-		return nil, ErrInvalidParameter
-	}
 	// Step 3: the first algorithm of the RP's list that the TPM can do.
 	alg, err := a.chooseAlgorithm(req.PubKeyCredParams)
 	if err != nil {
 		return nil, err
 	}
 	// Steps 4-5: options.
-	rk := false
+	rk, uvOption := false, false
 	for name, v := range req.Options {
 		switch name {
 		case "rk":
@@ -63,9 +56,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 				return nil, ErrInvalidOption // up=false is meaningless for makeCredential
 			}
 		case "uv":
-			if v {
-				return nil, ErrInvalidOption // no built-in user verification
-			}
+			uvOption = v
 		}
 	}
 	// Step 8: this authenticator is not enterprise-attestation capable.
@@ -80,6 +71,22 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	rpIDHash := sha256.Sum256([]byte(rpID))
 	user := truncate(req.User.Name, maxNameLen)
 
+	// Steps 1-2, 5-6, 9-11: PIN/UV. makeCredUvNotRqd: a protected
+	// authenticator still makes non-discoverable credentials without UV.
+	auth, err := a.authorize(ctx, authRequest{
+		rpID:              rpID,
+		clientDataHash:    req.ClientDataHash,
+		pinUvAuthParam:    req.PinUvAuthParam,
+		pinUvAuthProtocol: req.PinUvAuthProtocol,
+		uvOption:          uvOption,
+		permission:        pinuv.PermMakeCredential,
+		uvRequired:        rk,
+		prompt:            prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user},
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	// Step 11: excludeList. A match costs a touch, then
 	// CREDENTIAL_EXCLUDED, so a page cannot probe for credentials silently.
 	for _, d := range req.ExcludeList {
@@ -89,7 +96,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		if *d.Type != credentialTypePublicKey {
 			continue
 		}
-		if _, ok := a.findCredential(d.ID, rpIDHash[:], false); ok {
+		if _, ok := a.findCredential(d.ID, rpIDHash[:], auth.uv); ok {
 			if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
 				if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
 					return nil, err
@@ -115,10 +122,14 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 			return nil, ErrKeyStoreFull
 		}
 	}
-	// Step 14: user presence.
-	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
-		return nil, err
+	// Step 14: user presence, unless built-in UV or the token already
+	// established it.
+	if !auth.up {
+		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
+			return nil, err
+		}
 	}
+	a.consumeToken(auth, true)
 	// Steps 16-17: the key pair, inside the TPM.
 	blob, pub, err := a.tpm.CreateKey(alg)
 	if err != nil {
@@ -138,7 +149,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	}
 	ad := authenticatorData{
 		RPIDHash:     rpIDHash[:],
-		Flags:        flagUP | flagAT,
+		Flags:        flagUP | flagAT | uvFlag(auth.uv),
 		AAGUID:       AAGUID[:],
 		CredentialID: credID,
 		PublicKey:    cose,
@@ -248,4 +259,11 @@ func truncate(s string, n int) string {
 		i--
 	}
 	return s[:i]
+}
+
+func uvFlag(uv bool) byte {
+	if uv {
+		return flagUV
+	}
+	return 0
 }

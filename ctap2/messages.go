@@ -11,6 +11,7 @@ const (
 	CmdReset            byte = 0x07
 	CmdGetNextAssertion byte = 0x08
 	CmdSelection        byte = 0x0B
+	CmdConfig           byte = 0x0D
 )
 
 // PublicKeyCredentialRpEntity (WebAuthn §5.4.2).
@@ -115,7 +116,12 @@ type GetInfoResponse struct {
 	MaxCredentialIDLength            int             `cbor:"8,keyasint"`
 	Transports                       []string        `cbor:"9,keyasint"`
 	Algorithms                       []algorithmOut  `cbor:"10,keyasint"`
+	ForcePINChange                   bool            `cbor:"12,keyasint"`
+	MinPINLength                     int             `cbor:"13,keyasint"`
 	FirmwareVersion                  int             `cbor:"14,keyasint,omitempty"`
+	MaxRPIDsForSetMinPINLength       int             `cbor:"16,keyasint"`
+	PreferredPlatformUvAttempts      int             `cbor:"17,keyasint,omitempty"`
+	UVModality                       int             `cbor:"18,keyasint,omitempty"`
 	RemainingDiscoverableCredentials int             `cbor:"20,keyasint"`
 }
 

@@ -17,6 +17,15 @@ import (
 
 // MSG executes a CTAP1/U2F command APDU (CTAPHID_MSG).
 func (a *Authenticator) MSG(ctx context.Context, apdu []byte) []byte {
+	a.mu.Lock()
+	alwaysUV := a.cfg.AlwaysUV
+	a.mu.Unlock()
+	if alwaysUV {
+		// U2F cannot verify the user, so alwaysUv switches it off
+		// (CTAP 2.1 §6.11.2).
+		sw := uint16(u2f.SWInsNotSupported)
+		return []byte{byte(sw >> 8), byte(sw)}
+	}
 	return u2f.Handle(ctx, u2fBackend{a}, apdu)
 }
 

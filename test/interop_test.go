@@ -574,3 +574,5 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+func TestInteropPIN(t *testing.T) { runUnittestModule(t, "test_pin") }

@@ -78,3 +78,44 @@ func (l latencies) report(b *testing.B) {
 	b.ReportMetric(pct(50), "p50-ns")
 	b.ReportMetric(pct(95), "p95-ns")
 }
+
+// BenchmarkFloorUnsealWithPIN is one PIN check: TPM2_Load of the PIN object,
+// TPM2_StartAuthSession salted to the (ECC) SRK, TPM2_Unseal authorised by
+// the session's HMAC with response encryption, TPM2_FlushContext.
+func BenchmarkFloorUnsealWithPIN(b *testing.B) {
+	tp := openBenchSwtpm(b)
+	pin := digestOf("1234")[:16]
+	blob, err := tp.CreatePINObject(pin, []byte("secret"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := tp.UnsealWithPIN(blob, pin); err != nil {
+		b.Fatal(err)
+	}
+	var lat latencies
+	for b.Loop() {
+		start := time.Now()
+		if _, err := tp.UnsealWithPIN(blob, pin); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	lat.report(b)
+}
+
+// BenchmarkFloorCreatePINObject is setting or changing the PIN:
+// TPM2_StartAuthSession salted to the SRK plus TPM2_Create with parameter
+// encryption.
+func BenchmarkFloorCreatePINObject(b *testing.B) {
+	tp := openBenchSwtpm(b)
+	pin := digestOf("1234")[:16]
+	var lat latencies
+	for b.Loop() {
+		start := time.Now()
+		if _, err := tp.CreatePINObject(pin, []byte("secret")); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	lat.report(b)
+}

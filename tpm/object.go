@@ -29,7 +29,10 @@ const (
 // (WebAuthn signs authData||clientDataHash, not TPM-generated data);
 // fixedTPM|fixedParent so it can never be duplicated off this TPM;
 // sensitiveDataOrigin so the TPM generates the private key; userWithAuth with
-// an empty authValue because user verification is enforced above the TPM.
+// an empty authValue because user verification is enforced above the TPM;
+// noDA because an empty authValue has nothing to guess: dictionary-attack
+// lockout (TPM-wide) must stop PIN guessing, never every passkey's
+// signatures. Only the PIN object is DA-protected.
 //
 // A blob's public area must match one of these byte for byte (see
 // parseBlob); a future template change must keep the old one parseable.
@@ -40,6 +43,7 @@ func keyTemplate(alg Algorithm) (tpm2.TPMTPublic, error) {
 		SensitiveDataOrigin: true,
 		UserWithAuth:        true,
 		SignEncrypt:         true,
+		NoDA:                true,
 	}
 	switch alg {
 	case ES256:
@@ -107,6 +111,7 @@ type object struct {
 	public  tpm2.TPM2BPublic // the blob's exact bytes, as Load must see them
 	private tpm2.TPM2BPrivate
 	sealed  bool
+	pin     bool             // sealed data behind a PIN (pinSealTemplate)
 	alg     Algorithm        // keys only
 	pub     crypto.PublicKey // keys only
 }
@@ -172,7 +177,13 @@ func parseBlob(blob []byte) (*object, error) {
 		if len(d.Buffer) != sha256.Size {
 			return nil, fmt.Errorf("%w: keyedHash unique is %d bytes", ErrInvalidBlob, len(d.Buffer))
 		}
+		// The two sealed-data templates differ only in noDA; the byte
+		// comparison below pins everything else.
 		want = sealTemplate()
+		if !pub.ObjectAttributes.NoDA {
+			want = pinSealTemplate()
+			o.pin = true
+		}
 		want.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgKeyedHash, d)
 		o.sealed = true
 	default:
@@ -387,6 +398,11 @@ func (t *TPM) loadAndSign(o *object, digest []byte) (*tpm2.TPMTSignature, error)
 		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
 	}.Execute(t.tpm)
 	if err != nil {
+		if errors.Is(err, tpm2.TPMRCLockout) {
+			// Credential keys are DA-protected: a lockout caused by
+			// wrong PINs (or unorderly shutdowns) stops them too.
+			return nil, fmt.Errorf("sign: %w: %w", ErrLockout, err)
+		}
 		return nil, fmt.Errorf("sign: %w", err)
 	}
 	return &rsp.Signature, nil
@@ -421,6 +437,11 @@ func (t *TPM) Unseal(blob KeyBlob) ([]byte, error) {
 	}
 	if !o.sealed {
 		return nil, fmt.Errorf("unseal: %w: %v key, not sealed data", ErrInvalidBlob, o.alg)
+	}
+	if o.pin {
+		// Trying the empty authValue on a DA-protected object would
+		// count as a wrong PIN against the TPM-wide lockout.
+		return nil, fmt.Errorf("unseal: %w: PIN object, use UnsealWithPIN", ErrInvalidBlob)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -8,6 +8,12 @@
 // package's do:
 //
 //	t, err := tpm.Open(tpm.Config{Spec: "swtpm", StateDir: tb.TempDir()})
+//
+// A CTAP2 client PIN is checked by the TPM itself: CreatePINObject seals a
+// secret in a DA-protected object whose authorization derives from the PIN,
+// UnsealWithPIN opens it over a salted session. Wrong PINs count against the
+// TPM's dictionary-attack lockout, which is TPM-wide (DictionaryAttackStatus;
+// see pin.go and lockout.go for how it meets CTAP's own retry counters).
 package tpm
 
 import (
@@ -106,6 +112,7 @@ type TPM struct {
 	info          Info
 	algs          []Algorithm
 	srk           tpm2.NamedHandle
+	srkPublic     tpm2.TPMTPublic // salts the HMAC sessions that carry PINs
 	srkPersistent bool
 }
 
@@ -234,6 +241,9 @@ func (t *TPM) start(flushStale bool) error {
 		if err := t.resetLockoutIfCounted(); err != nil {
 			return err
 		}
+		if err := t.configureSwtpmDA(); err != nil {
+			return err
+		}
 	}
 	if err := t.prepareSRK(); err != nil {
 		return err
@@ -243,6 +253,7 @@ func (t *TPM) start(flushStale bool) error {
 		return err
 	}
 	t.algs = algs
+	t.logDAStatus()
 	return nil
 }
 
@@ -346,7 +357,12 @@ func (t *TPM) prepareSRK() error {
 	switch {
 	case err == nil:
 		if isECCSRK(&rp.OutPublic) {
+			pub, err := rp.OutPublic.Contents()
+			if err != nil {
+				return fmt.Errorf("read public area of 0x81000001: %w", err)
+			}
 			t.srk = tpm2.NamedHandle{Handle: persistentSRK, Name: rp.Name}
+			t.srkPublic = *pub
 			t.srkPersistent = true
 			return nil
 		}
@@ -364,6 +380,11 @@ func (t *TPM) prepareSRK() error {
 		return fmt.Errorf("create storage primary key (owner hierarchy): %w", err)
 	}
 	t.srk = tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}
+	pub, err := cp.OutPublic.Contents()
+	if err != nil {
+		return fmt.Errorf("create storage primary key: public area: %w", err)
+	}
+	t.srkPublic = *pub
 	return nil
 }
 

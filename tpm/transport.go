@@ -22,10 +22,11 @@ const headerSize = 10
 const maxResponseSize = 64 << 10
 
 // Retry policy for TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING: the TPM
-// did not execute the command and asks for the same bytes again. With
-// password sessions only, resending the identical command is correct (no
-// session nonce has rolled). 8 attempts with 1,2,4..64 ms between them give a
-// busy or self-testing TPM ~130 ms before we give up.
+// did not execute the command and asks for the same bytes again. Resending
+// the identical command is correct with password and HMAC sessions alike (a
+// warning leaves the session nonces as they were). 8 attempts with
+// 1,2,4..64 ms between them give a busy or self-testing TPM ~130 ms before
+// we give up.
 const (
 	retryAttempts = 8
 	retryBackoff  = time.Millisecond
