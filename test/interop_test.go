@@ -253,11 +253,17 @@ func newStateDir(t *testing.T) string {
 // startDaemon starts passkeyd and waits until it answers CTAPHID INIT.
 func startDaemon(t *testing.T, bin, stateDir string, port int) *daemon {
 	t.Helper()
+	return startDaemonTPM(t, bin, stateDir, port, "swtpm")
+}
+
+// startDaemonTPM is startDaemon with a chosen --tpm.
+func startDaemonTPM(t *testing.T, bin, stateDir string, port int, tpmSpec string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, bin: bin, stateDir: stateDir, port: port, done: make(chan struct{})}
 	d.log = newLineLogger(t, "passkeyd: ")
 	d.cmd = exec.Command(bin, "serve",
 		"--state-dir", stateDir,
-		"--tpm", "swtpm",
+		"--tpm", tpmSpec,
 		"--transport", fmt.Sprintf("udp:127.0.0.1:%d", port),
 		"--prompt", "approve-all",
 		"--log-level", "info")

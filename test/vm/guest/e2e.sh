@@ -31,7 +31,13 @@ elapsed() { cut -d' ' -f1 /proc/uptime; }
 run() {
 	local name=$1 secs=$2
 	shift 2
-	timeout -k 5 "$secs" "$@" >"$t/$name.out" 2>&1
+	local rc=0
+	timeout -k 5 "$secs" "$@" >"$t/$name.out" 2>&1 || rc=$?
+	if [ -n "${VERBOSE:-}" ]; then
+		echo "VM \$ $*  (exit $rc)"
+		sed "s/^/VM   $name: /" "$t/$name.out"
+	fi
+	return $rc
 }
 out() { tail -c 400 "$t/$1.out"; }
 
