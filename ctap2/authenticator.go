@@ -47,6 +47,7 @@ type Store interface {
 	PutCredential(c *keystore.Credential) error
 	Credential(id []byte) (*keystore.Credential, error)
 	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
+	Credentials() ([]*keystore.Credential, error)
 	DeleteCredential(id []byte) error
 	CountCredentials() int
 	TouchCredential(id []byte, t time.Time)
@@ -98,6 +99,7 @@ type Authenticator struct {
 	algorithm []tpm.Algorithm
 	pin       pinState
 	cfg       deviceConfig
+	cm        credMgmtState
 	// extraPermissions are pinUvAuthToken permissions of optional
 	// commands that are enabled (credential management, large blobs).
 	extraPermissions pinuv.Permission
@@ -123,6 +125,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
+	a.extraPermissions = pinuv.PermCredentialManagement
 	if a.capacity <= 0 {
 		a.capacity = DefaultCapacity
 	}
@@ -179,6 +182,9 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 	if cmd != CmdGetNextAssertion {
 		a.next = nil // CTAP 2.1 §6.3: state lives only until another command
 	}
+	if cmd != CmdCredentialManagement && cmd != CmdCredentialManagementPreview {
+		a.cm = credMgmtState{}
+	}
 	var (
 		body []byte
 		err  error
@@ -200,6 +206,8 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 		body, err = a.clientPIN(ctx, params)
 	case CmdConfig:
 		err = a.authenticatorConfig(params)
+	case CmdCredentialManagement, CmdCredentialManagementPreview:
+		body, err = a.credentialManagement(params)
 	default:
 		err = ErrInvalidCommand
 	}

@@ -57,6 +57,9 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		"setMinPINLength":  true,
 		"makeCredUvNotRqd": !a.cfg.AlwaysUV,
 		"authnrCfg":        true,
+		"credMgmt":         true,
+		// The CTAP 2.1-PRE name, for platforms that only know 0x41.
+		"credentialMgmtPreview": true,
 	}
 	info := GetInfoResponse{
 		Versions:                         versions,

@@ -582,3 +582,5 @@ func tail(s string, n int) string {
 }
 
 func TestInteropPIN(t *testing.T) { runUnittestModule(t, "test_pin") }
+
+func TestInteropCredentialManagement(t *testing.T) { runUnittestModule(t, "test_credman") }

@@ -11,12 +11,13 @@ import (
 
 // Dictionary-attack lockout and a private swtpm.
 //
-// Credential keys and PIN objects are DA-protected (no noDA attribute). Once
-// one has been used, a TPM2_Startup that follows no orderly TPM2_Shutdown
-// counts as a failed authorization. For a private swtpm, "power loss" is our
-// process dying: swtpm then gets SIGTERM (Pdeathsig) and exits without
-// Shutdown. Measured with swtpm 0.7.1: three such exits and every Sign fails
-// with TPM_RC_LOCKOUT (default maxTries 3, recovery 1000 s per try).
+// PIN objects are DA-protected (no noDA attribute; credential keys are
+// noDA). Once one has been used, a TPM2_Startup that follows no orderly
+// TPM2_Shutdown counts as a failed authorization. For a private swtpm,
+// "power loss" is our process dying: swtpm then gets SIGTERM (Pdeathsig) and
+// exits without Shutdown. Measured with swtpm 0.7.1: three such exits and
+// every DA-protected object fails with TPM_RC_LOCKOUT (default maxTries 3,
+// recovery 1000 s per try); see TestUnorderlyShutdownAfterPINUse.
 //
 // So at Open of a private swtpm we clear a non-zero lockout counter with
 // TPM2_DictionaryAttackLockReset. This gives nothing away: the swtpm is
@@ -30,9 +31,9 @@ import (
 // in the swtpm's NV) to swtpmMaxTries tries, one forgiven every
 // swtpmRecoveryTime, and swtpmLockoutRecovery after a failed lockoutAuth:
 // CTAP's limits (3 wrong PINs per power cycle, 8 in all) are reached long
-// before the TPM's, so the TPM lockout stays a backstop. The swtpm default
-// (3 tries, 1000 s) would lock out every credential key after the third
-// wrong PIN. Devices and "unix:" TPMs belong to someone else: their DA
+// before the TPM's, so the TPM lockout stays a backstop. With the swtpm
+// default (3 tries, 1000 s) the third wrong PIN, or the third crash after a
+// PIN check, would lock the PIN out for up to 50 minutes. Devices and "unix:" TPMs belong to someone else: their DA
 // parameters and counter are left alone (DictionaryAttackStatus reports
 // them).
 

@@ -398,11 +398,6 @@ func (t *TPM) loadAndSign(o *object, digest []byte) (*tpm2.TPMTSignature, error)
 		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
 	}.Execute(t.tpm)
 	if err != nil {
-		if errors.Is(err, tpm2.TPMRCLockout) {
-			// Credential keys are DA-protected: a lockout caused by
-			// wrong PINs (or unorderly shutdowns) stops them too.
-			return nil, fmt.Errorf("sign: %w: %w", ErrLockout, err)
-		}
 		return nil, fmt.Errorf("sign: %w", err)
 	}
 	return &rsp.Signature, nil

@@ -31,9 +31,9 @@ import (
 //     PIN goes to the TPM. They are what a user meets.
 //  2. The TPM lockout is the backstop, against guessing with a stolen blob on
 //     this machine. It is TPM-wide: at Counter >= MaxTries (DAStatus) the TPM
-//     refuses every DA-protected object, so the right PIN (ErrLockout), all
-//     of passkeyd's credential keys (Sign wraps ErrLockout) and, on a device
-//     TPM, other programs' DA-protected keys too. It ends when RecoveryTime
+//     refuses every DA-protected object: the right PIN (ErrLockout) and, on
+//     a device TPM, other programs' DA-protected keys too (passkeyd's
+//     credential keys are noDA and keep signing). It ends when RecoveryTime
 //     of TPM uptime per counted failure has passed, or with
 //     TPM2_DictionaryAttackLockReset by the lockout authority (e.g.
 //     `tpm2_dictionarylockout --clear-lockout`). A successful PIN does not
@@ -44,8 +44,8 @@ import (
 //     parameters: read them with DictionaryAttackStatus and warn when
 //     MaxTries is too low for CTAP's 8.
 //
-// Unorderly shutdowns count too: after a DA-protected object (a PIN object,
-// or a credential key) was used, a TPM2_Startup without a preceding
+// Unorderly shutdowns count too: after a DA-protected object (a PIN object;
+// credential keys are noDA) was used, a TPM2_Startup without a preceding
 // TPM2_Shutdown adds one to the counter. For a device TPM that is a power
 // loss (the kernel sends TPM2_Shutdown at reboot; a daemon crash does not
 // matter). For a private swtpm it is our process dying, which the reset at

@@ -227,7 +227,8 @@ func TestPINObject(t *testing.T) {
 }
 
 // TestPINLockout: MaxTries wrong PINs lock the TPM out; then even the right
-// PIN, and every credential key, is refused until the lockout is reset. On
+// PIN is refused until the lockout is reset, while credential keys (noDA)
+// keep signing. On
 // the simulator the test sets the DA parameters itself; the swtpm is a
 // private one, with the parameters Open gives it.
 func TestPINLockout(t *testing.T) {

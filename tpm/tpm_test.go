@@ -798,13 +798,15 @@ func property(tb testing.TB, tp *TPM, pt tpm2.TPMPT) uint32 {
 }
 
 // TestSwtpmCrashNoLockout: when we die, swtpm gets SIGTERM and exits without
-// TPM2_Shutdown, which counts as a dictionary attack once a DA-protected key
-// was used; after 3 such exits swtpm would refuse every Sign with
-// TPM_RC_LOCKOUT. Open resets the counter of its private swtpm.
+// TPM2_Shutdown, which counts as a dictionary attack once a DA-protected
+// object (the PIN object; keys are noDA) was used; after 3 such exits a
+// default swtpm would refuse the PIN with TPM_RC_LOCKOUT. Open resets the
+// counter of its private swtpm.
 func TestSwtpmCrashNoLockout(t *testing.T) {
 	needSwtpm(t)
 	dir := t.TempDir()
-	var blob KeyBlob
+	var blob, pinBlob KeyBlob
+	pin := digestOf("PIN")[:16]
 	for round := range 5 {
 		tp, err := Open(Config{Spec: "swtpm", StateDir: dir, Logger: testLogger(t)})
 		if err != nil {
@@ -814,12 +816,18 @@ func TestSwtpmCrashNoLockout(t *testing.T) {
 			if blob, _, err = tp.CreateKey(ES256); err != nil {
 				t.Fatal(err)
 			}
+			if pinBlob, err = tp.CreatePINObject(pin, []byte("s")); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if n := property(t, tp, tpm2.TPMPTLockoutCounter); n != 0 {
 			t.Errorf("round %d: lockout counter %d after Open", round, n)
 		}
 		if _, err := tp.Sign(blob, digestOf("x")); err != nil {
 			t.Fatalf("round %d: Sign: %v", round, err)
+		}
+		if _, err := tp.UnsealWithPIN(pinBlob, pin); err != nil {
+			t.Fatalf("round %d: UnsealWithPIN: %v", round, err)
 		}
 		// Crash: swtpm is terminated without TPM2_Shutdown.
 		tp.mu.Lock()
@@ -881,14 +889,14 @@ func TestRetryTPM(t *testing.T) {
 // Seed blobs for the fuzzer, made on swtpm (ES256, RS256, sealed). Only
 // usable with that long-gone TPM's seeds.
 var fuzzSeeds = []string{
-	"00580023000b00040072000000100018000b0003001000209f1ec0cd73f49150" +
+	"00580023000b00040472000000100018000b0003001000209f1ec0cd73f49150" +
 		"a55a30cdccac2ca7970e2fa8a61cd022eb0128f539a99dad002016daaed47e85" +
 		"0a52af3fea55702012525eb976f223e210a042159f364ba30fba007e0020fca0" +
 		"73f487d23cde3337f555e3004eca59d4d4ab5d6c51b08166b916386c974a0010" +
 		"f4d296ae5b162870fd8804acde8c61d256ac01de48212c9cf6db3a31477a8e49" +
 		"6573312fe14e5f20ec4b470ad807434168f2e59af9a25591585ca00265fe1a61" +
 		"e400a9718ed7e4498bb7879e221a8ae7647099af6bf0e0817464",
-	"01180001000b00040072000000100014000b080000000000010097c724f87eb3" +
+	"01180001000b00040472000000100014000b080000000000010097c724f87eb3" +
 		"0fe8c2d70f5c6c5f14fce85253d1689a3db612507471c01951d83150f784c93a" +
 		"c5e8fec4848bff00180adbef3b08ef7f1b7b32fe4ef96e4917c0f7c06cdce28b" +
 		"b80fa7b727ceab6db6a91f53b0620aa21bf60db7db9e05b80007eb40f35dc013" +
