@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # make bench: CTAP operations end to end through CTAPHID, next to the TPM
 # floor for the same work measured in the same run (x-floor = ratio of
-# medians), then the TPM and store micro-benchmarks.
+# medians), the 10,000-credential scale run, then the TPM and store
+# micro-benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${BENCH_N:-300x}
 echo "== end to end vs TPM floor (swtpm; x-floor = median / floor median)"
-go test -run '^$' -bench . -benchtime "$n" ./test/bench/ | grep -E '^Benchmark'
+go test -run '^$' -bench 'GetAssertion|MakeCredential' -benchtime "$n" ./test/bench/ | grep -E '^Benchmark'
+echo "== scale: 10,000 discoverable credentials over 1,000 RPs"
+go test -run '^$' -bench 'Scale' -benchtime 5x -timeout 20m ./test/bench/ | grep -E '^Benchmark'
 echo "== TPM floors and store"
 go test -run '^$' -bench . -benchtime "$n" ./tpm/ ./keystore/ | grep -E '^Benchmark'

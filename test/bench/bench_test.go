@@ -34,6 +34,7 @@ import (
 
 type rig struct {
 	tpm    *tpm.TPM
+	store  *keystore.Store
 	client *client
 }
 
@@ -69,7 +70,7 @@ func newRig(b *testing.B) *rig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &rig{tpm: t, client: c}
+	return &rig{tpm: t, store: st, client: c}
 }
 
 func (r *rig) cbor(b *testing.B, cmd byte, params any) map[int]cbor.RawMessage {
@@ -86,6 +87,9 @@ func (r *rig) cbor(b *testing.B, cmd byte, params any) map[int]cbor.RawMessage {
 		b.Fatalf("command 0x%02x: status 0x%02x", cmd, resp[0])
 	}
 	var m map[int]cbor.RawMessage
+	if len(resp) == 1 {
+		return m // a command with an empty response (setPIN)
+	}
 	if err := cbor.Unmarshal(resp[1:], &m); err != nil {
 		b.Fatal(err)
 	}
@@ -171,3 +175,54 @@ func BenchmarkMakeCredential(b *testing.B) { benchmarkMakeCredential(b, false) }
 // BenchmarkMakeCredentialDiscoverable includes the durable store write
 // (an fsync) that a discoverable credential must cost.
 func BenchmarkMakeCredentialDiscoverable(b *testing.B) { benchmarkMakeCredential(b, true) }
+
+// BenchmarkGetAssertionUV: a sign-in with user verification through
+// clientPIN, as browsers do it: getPinUvAuthTokenUsingPinWithPermissions
+// (the TPM checks the PIN) and then getAssertion with the token (a token's
+// UV is consumed by the assertion, CTAP 2.1 §6.2.2). The floor is the same
+// TPM work: UnsealWithPIN of a PIN object, then Load+Sign+Flush.
+func BenchmarkGetAssertionUV(b *testing.B) {
+	r := newRig(b)
+	m := r.cbor(b, ctap2.CmdMakeCredential, mcParams(false))
+	var authData []byte
+	cbor.Unmarshal(m[2], &authData)
+	credID := authData[55 : 55+(int(authData[53])<<8|int(authData[54]))]
+	const pin = "271828"
+	setPINAndToken(b, r, pin, 0x02)
+	p := newPlatform(b, r)
+	ph := sha256.Sum256([]byte(pin))
+	tokenReq := map[int]any{1: 2, 2: 9, 3: p.key, 6: p.encrypt(ph[:16]), 9: 0x02}
+
+	blob, _, err := r.tpm.CreateKey(tpm.ES256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pinObj, err := r.tpm.CreatePINObject(ph[:16], make([]byte, 33))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := sha256.Sum256([]byte("client data"))
+	interleaved(b,
+		func() {
+			if _, err := r.tpm.UnsealWithPIN(pinObj, ph[:16]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := r.tpm.Sign(blob, h[:]); err != nil {
+				b.Fatal(err)
+			}
+		},
+		func() {
+			m := r.cbor(b, ctap2.CmdClientPIN, tokenReq)
+			var tokenEnc []byte
+			cbor.Unmarshal(m[2], &tokenEnc)
+			token := p.decrypt(tokenEnc)
+			ga := map[int]any{1: "example.com", 2: h[:], 3: []any{map[string]any{"type": "public-key", "id": credID}},
+				6: authenticate(token, h[:]), 7: 2}
+			m = r.cbor(b, ctap2.CmdGetAssertion, ga)
+			var ad []byte
+			cbor.Unmarshal(m[2], &ad)
+			if ad[32]&0x04 == 0 {
+				b.Fatal("UV flag missing")
+			}
+		})
+}
