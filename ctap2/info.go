@@ -101,6 +101,12 @@ func (a *Authenticator) reset(ctx context.Context) error {
 	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
 		return err
 	}
+	return a.wipe()
+}
+
+// wipe deletes every credential and device secret and starts a new
+// identity: credential IDs issued before no longer open.
+func (a *Authenticator) wipe() error {
 	if err := a.store.Wipe(); err != nil {
 		return fmt.Errorf("reset: wipe store: %w", err)
 	}
