@@ -7,7 +7,7 @@ FUZZTIME ?= 20s
 # The in-process TPM simulator used by unit tests needs cgo.
 export CGO_ENABLED := 1
 
-.PHONY: all build test deps bench lint fuzz demo clean
+.PHONY: all build test deps bench lint fuzz demo e2e clean
 
 all: build
 
@@ -32,6 +32,10 @@ fuzz:
 
 demo: deps
 	@test/demo/demo.sh
+
+# e2e: the kernel HID path in a qemu VM with real clients (also part of make test).
+e2e:
+	@test/vm/run.sh
 
 clean:
 	rm -rf bin
