@@ -266,6 +266,7 @@ func startDaemonTPM(t *testing.T, bin, stateDir string, port int, tpmSpec string
 		"--tpm", tpmSpec,
 		"--transport", fmt.Sprintf("udp:127.0.0.1:%d", port),
 		"--prompt", "approve-all",
+		"--control", "",
 		"--log-level", "info")
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log

@@ -2,21 +2,30 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
+	"github.com/passkeyd/passkeyd/ctap2/control"
 )
 
+// globalOptions are the flags every subcommand shares.
+type globalOptions struct {
+	control string
+}
+
 func newRootCommand() *cobra.Command {
+	var g globalOptions
 	root := &cobra.Command{
 		Use:           "passkeyctl",
 		Short:         "Manage the passkeys of passkeyd",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.PersistentFlags().StringVar(&g.control, "control", control.DefaultPath, "control socket of the running passkeyd")
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -25,12 +34,18 @@ func newRootCommand() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "passkeyctl", buildinfo.Version)
 		},
 	})
+	root.AddCommand(newAgentCommand(&g), newPingCommand(&g))
 	return root
 }
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "passkeyctl:", err)
-		os.Exit(1)
+		code := 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		os.Exit(code)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,10 +17,13 @@ import (
 
 	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/ctap2"
+	"github.com/passkeyd/passkeyd/ctap2/control"
 	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/ctap2/prompt/pinentry"
 	"github.com/passkeyd/passkeyd/keystore"
 	"github.com/passkeyd/passkeyd/tpm"
+	"github.com/passkeyd/passkeyd/uhid"
 )
 
 func newRootCommand() *cobra.Command {
@@ -39,6 +43,9 @@ type serveOptions struct {
 	tpmSpec   string
 	transport string
 	prompt    string
+	pinentry  string
+	control   string
+	owner     string
 	logLevel  string
 }
 
@@ -55,8 +62,11 @@ func newServeCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/passkeyd", "directory holding the credential store and TPM-sealed device secrets")
 	f.StringVar(&o.tpmSpec, "tpm", "auto", "TPM to use: auto, a device path (/dev/tpmrm0), unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator)")
-	f.StringVar(&o.transport, "transport", "", "CTAPHID transport: udp:HOST:PORT (simulation transport)")
-	f.StringVar(&o.prompt, "prompt", "deny", "how to ask for user presence: deny (nobody to ask: refuse), approve-all (tests only: grants everything)")
+	f.StringVar(&o.transport, "transport", "uhid", "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
+	f.StringVar(&o.prompt, "prompt", "agent", "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
+	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program for --prompt pinentry (default: pinentry on PATH)")
+	f.StringVar(&o.control, "control", control.DefaultPath, "control socket for passkeyctl and the prompt agent; empty disables it")
+	f.StringVar(&o.owner, "owner", "", "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -72,9 +82,13 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	prompter, err := parsePrompt(o.prompt, log)
+	prompter, err := parsePrompt(o, log)
 	if err != nil {
 		return err
+	}
+	owner, err := control.ParseOwner(o.owner)
+	if err != nil {
+		return fmt.Errorf("--owner: %w", err)
 	}
 	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -95,6 +109,21 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	// The control socket after the store's lock, so that a second daemon
+	// stops there and never touches the first one's socket. Only the
+	// agent prompt cannot do without it.
+	var ctl *net.UnixListener
+	if o.control != "" {
+		ctl, err = control.Listen(o.control)
+		if err != nil {
+			if _, agent := prompter.(*prompt.Agent); agent {
+				return fmt.Errorf("--control: %w", err)
+			}
+			log.Warn("no control socket: passkeyctl cannot reach this daemon", "err", err)
+		} else {
+			defer ctl.Close()
+		}
+	}
 	dev, err := open()
 	if err != nil {
 		return err
@@ -107,6 +136,27 @@ func serve(ctx context.Context, o serveOptions) error {
 		<-ctx.Done()
 		dev.Close() // unblocks ReadReport
 	}()
+	if ctl != nil {
+		csrv := control.NewServer(log)
+		csrv.Handle("version", control.Anyone, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+			return map[string]string{"version": buildinfo.Version}, nil
+		})
+		if a, ok := prompter.(*prompt.Agent); ok {
+			csrv.HandleStream("agent", control.OwnerOrRoot(owner), func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
+				log.Info("prompt agent connected", "uid", p.UID, "pid", p.PID)
+				defer log.Info("prompt agent disconnected", "uid", p.UID, "pid", p.PID)
+				return a.Attach(ctx, s)
+			})
+		}
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := csrv.Serve(ctx, ctl); err != nil {
+				log.Error("control socket failed", "err", err)
+			}
+		}()
+		defer func() { stop(); <-served }() // stop ends Serve
+	}
 	info := t.Info()
 	log.Info("passkeyd serving", "version", buildinfo.Version, "transport", o.transport, "tpm", info.Kind, "state_dir", o.stateDir)
 	srv := ctaphid.NewServer(auth, ctaphid.Config{
@@ -128,12 +178,27 @@ type reportDevice interface {
 	Close() error
 }
 
-// parseTransport turns --transport into an opener. Nothing is bound
-// unless the flag names it.
+// parseTransport turns --transport into an opener. Nothing is created or
+// bound unless the flag names it, and only when the opener runs (after the
+// TPM and the store are up), so a bad TPM never leaves a dangling device.
 func parseTransport(spec string) (func() (reportDevice, error), error) {
 	switch {
 	case spec == "":
-		return nil, errors.New("--transport is required: udp:HOST:PORT")
+		return nil, errors.New("--transport is required: uhid or udp:HOST:PORT")
+	case spec == "uhid" || strings.HasPrefix(spec, "uhid:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(spec, "uhid"), ":")
+		if strings.HasPrefix(spec, "uhid:") && path == "" {
+			return nil, fmt.Errorf("--transport %q: want uhid or uhid:PATH", spec)
+		}
+		return func() (reportDevice, error) {
+			// slog.Default: parseTransport has no access to the
+			// daemon's logger.
+			d, err := uhid.Open(uhid.Config{Path: path, Logger: slog.Default()})
+			if err != nil {
+				return nil, err // one line naming the fix, from uhid.Open
+			}
+			return d, nil
+		}, nil
 	case strings.HasPrefix(spec, "udp:"):
 		addr := strings.TrimPrefix(spec, "udp:")
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -147,7 +212,7 @@ func parseTransport(spec string) (func() (reportDevice, error), error) {
 			return d, nil
 		}, nil
 	default:
-		return nil, fmt.Errorf("--transport %q: unknown transport (want udp:HOST:PORT)", spec)
+		return nil, fmt.Errorf("--transport %q: unknown transport (want uhid, uhid:PATH or udp:HOST:PORT)", spec)
 	}
 }
 
@@ -155,14 +220,30 @@ func parseTransport(spec string) (func() (reportDevice, error), error) {
 // least one KEEPALIVE, as they would with a person.
 const approveAllDelay = 150 * time.Millisecond
 
-func parsePrompt(name string, log *slog.Logger) (prompt.Prompter, error) {
-	switch name {
+// parsePrompt turns --prompt into the backend that asks the person. With
+// no way to ask anyone (no agent connected, no pinentry that can show),
+// every backend but approve-all denies presence and UV, never grants them.
+func parsePrompt(o serveOptions, log *slog.Logger) (prompt.Prompter, error) {
+	if o.pinentry != "" && o.prompt != "pinentry" {
+		return nil, fmt.Errorf("--pinentry %q: only for --prompt pinentry", o.pinentry)
+	}
+	switch o.prompt {
+	case "agent":
+		if o.control == "" {
+			return nil, errors.New("--prompt agent: needs the control socket (--control PATH) for the agent to connect to")
+		}
+		if o.owner == "" {
+			log.Warn("--prompt agent without --owner: only an agent running as root is accepted")
+		}
+		return &prompt.Agent{Logger: log}, nil
+	case "pinentry":
+		return &pinentry.Prompter{Path: o.pinentry}, nil
 	case "deny":
 		return prompt.DenyAll{}, nil
 	case "approve-all":
 		log.Warn("--prompt approve-all: every request is approved without asking anyone; use only for tests")
 		return prompt.ApproveAll{Delay: approveAllDelay, Logger: log}, nil
 	default:
-		return nil, fmt.Errorf("--prompt %q: want deny or approve-all", name)
+		return nil, fmt.Errorf("--prompt %q: want agent, pinentry, deny or approve-all", o.prompt)
 	}
 }

@@ -73,7 +73,7 @@ fi
 port=$("$py" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 say "Starting passkeyd with a private software TPM (swtpm), listening on UDP 127.0.0.1:$port ..."
 "$bin" serve --state-dir "$tmp/state" --tpm swtpm --transport "udp:127.0.0.1:$port" \
-	--prompt approve-all --log-level info 2>"$tmp/passkeyd.log" &
+	--prompt approve-all --control "" --log-level info 2>"$tmp/passkeyd.log" &
 pid=$!
 
 ready=

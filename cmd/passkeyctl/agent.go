@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/ctap2/prompt/pinentry"
+)
+
+// exitConfig is the exit status for a refusal that retrying cannot fix
+// (EX_CONFIG): the shipped unit has RestartPreventExitStatus=78 so that
+// systemd does not restart an agent the daemon will never accept.
+const exitConfig = 78
+
+// exitError carries an exit status to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+type agentOptions struct {
+	pinentry string
+	terminal bool
+}
+
+func newAgentCommand(g *globalOptions) *cobra.Command {
+	var o agentOptions
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Show passkeyd's prompts in this session (presence and PIN)",
+		Long: `agent connects to passkeyd's control socket and shows each request of the
+security key (register, sign in, PIN) to the person at this session:
+through pinentry (the session's flavour), or on this terminal with
+--terminal. It reconnects when the daemon restarts. passkeyd accepts the
+agent only from root and from the user given to its --owner flag.`,
+		Example: `  systemctl --user enable --now passkeyctl-agent.service
+  passkeyctl agent --terminal`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.terminal && o.pinentry != "" {
+				return errors.New("--terminal and --pinentry exclude each other")
+			}
+			var ui prompt.PINEntry
+			if o.terminal {
+				if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
+					return errors.New("--terminal needs a terminal on standard input")
+				}
+				ui = &prompt.Terminal{In: os.Stdin, Out: cmd.OutOrStdout()}
+			} else {
+				ui = &pinentry.Prompter{Path: o.pinentry}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			err := runAgent(ctx, g.control, ui, log)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, errUntrusted) {
+				return &exitError{code: exitConfig, err: err}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program to show prompts with (default: pinentry on PATH)")
+	f.BoolVar(&o.terminal, "terminal", false, "ask on this terminal instead of through pinentry")
+	return cmd
+}
+
+// errUntrusted: the socket is served by a user who is neither root nor
+// us. Such a process could be phishing for the PIN, so nothing is shown.
+var errUntrusted = errors.New("untrusted control socket")
+
+// Reconnection backoff: quick at first, so that a prompt right after the
+// daemon restarts finds the agent, and bounded, so that an agent waiting
+// for a daemon that is not installed costs nothing.
+var (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// runAgent keeps an agent session with the daemon at path, reconnecting
+// with backoff, until ctx is done or the daemon refuses the agent.
+func runAgent(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger) error {
+	backoff := minBackoff
+	reported := ""
+	for {
+		connected, err := agentSession(ctx, path, ui, log)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, errUntrusted) {
+			return err
+		}
+		if connected {
+			backoff = minBackoff
+			reported = ""
+		}
+		// Say each kind of failure once, not on every retry.
+		msg := "passkeyd closed the connection"
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != reported {
+			log.Warn("not connected to passkeyd; retrying", "reason", msg)
+			reported = msg
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// agentSession runs one connection; connected reports whether the daemon
+// accepted the agent.
+func agentSession(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger) (connected bool, err error) {
+	cl, err := control.Dial(path)
+	if err != nil {
+		return false, err
+	}
+	if srv := cl.Server(); srv.UID != 0 && int64(srv.UID) != int64(os.Getuid()) {
+		cl.Close()
+		return false, fmt.Errorf("%w: %s is served by uid %d, neither root nor you: refusing to show its prompts", errUntrusted, path, srv.UID)
+	}
+	st, err := cl.Stream("agent", nil)
+	if err != nil {
+		cl.Close()
+		return false, err
+	}
+	defer st.Close()
+	log.Info("connected to passkeyd: showing its prompts", "socket", path)
+	return true, prompt.RunAgent(ctx, st, ui, log)
+}
