@@ -259,15 +259,21 @@ func startDaemon(t *testing.T, bin, stateDir string, port int) *daemon {
 // startDaemonTPM is startDaemon with a chosen --tpm.
 func startDaemonTPM(t *testing.T, bin, stateDir string, port int, tpmSpec string) *daemon {
 	t.Helper()
+	return startDaemonArgs(t, bin, stateDir, port, tpmSpec, "--control", "")
+}
+
+// startDaemonArgs is startDaemon with a chosen --tpm and extra flags.
+func startDaemonArgs(t *testing.T, bin, stateDir string, port int, tpmSpec string, extra ...string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, bin: bin, stateDir: stateDir, port: port, done: make(chan struct{})}
 	d.log = newLineLogger(t, "passkeyd: ")
-	d.cmd = exec.Command(bin, "serve",
+	args := append([]string{"serve",
 		"--state-dir", stateDir,
 		"--tpm", tpmSpec,
 		"--transport", fmt.Sprintf("udp:127.0.0.1:%d", port),
 		"--prompt", "approve-all",
-		"--control", "",
-		"--log-level", "info")
+		"--log-level", "info"}, extra...)
+	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout = d.log
 	d.cmd.Stderr = d.log
 	// Own process group, so anything the daemon leaves behind can be found.

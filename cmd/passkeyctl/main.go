@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -20,8 +21,14 @@ type globalOptions struct {
 func newRootCommand() *cobra.Command {
 	var g globalOptions
 	root := &cobra.Command{
-		Use:           "passkeyctl",
-		Short:         "Manage the passkeys of passkeyd",
+		Use:   "passkeyctl",
+		Short: "Manage the passkeys of passkeyd",
+		Long: `passkeyctl manages the passkeys of the running passkeyd through its control
+socket, like Settings > Accounts > Passkeys on Windows: list and filter them,
+delete them, set the PIN, reset, and run the prompt agent of your session.
+
+Exit codes: 0 success, 1 error, 2 usage, 3 passkeyd not running,
+4 not allowed (by the daemon, at the prompt, or the PIN), 5 no such passkey.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -34,17 +41,20 @@ func newRootCommand() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "passkeyctl", buildinfo.Version)
 		},
 	})
-	root.AddCommand(newAgentCommand(&g), newPingCommand(&g))
+	root.AddCommand(newAgentCommand(&g), newPingCommand(&g), newListCommand(&g), newDeleteCommand(&g),
+		newInfoCommand(&g), newPINCommand(&g), newResetCommand(&g))
 	return root
 }
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "passkeyctl:", err)
-		code := 1
+		code := exitFailure
 		var ee *exitError
 		if errors.As(err, &ee) {
 			code = ee.code
+		} else if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "flag") || strings.Contains(err.Error(), "arg(s)") {
+			code = exitUsage
 		}
 		os.Exit(code)
 	}

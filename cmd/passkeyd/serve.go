@@ -141,6 +141,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		csrv.Handle("version", control.Anyone, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})
+		registerManagement(csrv, control.OwnerOrRoot(owner), auth, t, o)
 		if a, ok := prompter.(*prompt.Agent); ok {
 			csrv.HandleStream("agent", control.OwnerOrRoot(owner), func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
 				log.Info("prompt agent connected", "uid", p.UID, "pid", p.PID)

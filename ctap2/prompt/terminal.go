@@ -181,3 +181,36 @@ func noEcho(r io.Reader) (func(), error) {
 	}
 	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
 }
+
+// ReadSecret writes question to out and reads one line from in, with echo
+// off when in is a terminal (passkeyctl reads PINs this way: never from
+// argv). The line is returned without its newline.
+func ReadSecret(in io.Reader, out io.Writer, question string) (string, error) {
+	fmt.Fprint(out, question)
+	restore, err := noEcho(in)
+	if err != nil {
+		return "", fmt.Errorf("turn off echo: %w", err)
+	}
+	defer restore()
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		n, err := in.Read(b)
+		if n == 1 {
+			if b[0] == '\n' {
+				break
+			}
+			line = append(line, b[0])
+			if len(line) > 1024 {
+				return "", errors.New("input line too long")
+			}
+		}
+		if err != nil {
+			if err == io.EOF && len(line) > 0 {
+				break
+			}
+			return "", err
+		}
+	}
+	return strings.TrimSuffix(string(line), "\r"), nil
+}

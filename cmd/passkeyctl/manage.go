@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
+)
+
+// Exit codes scripts can rely on (documented in the root command's help).
+const (
+	exitFailure    = 1 // anything else
+	exitUsage      = 2 // bad flags or arguments
+	exitNotRunning = 3 // no daemon on the control socket
+	exitNotAllowed = 4 // the daemon refused the caller (peer credentials) or the user/PIN refused
+	exitNotFound   = 5 // no such passkey, or an ambiguous ID prefix
+)
+
+// call runs one operation and maps failures to exit codes.
+func call(ctx context.Context, g *globalOptions, op string, args, result any) error {
+	cl, err := control.Dial(g.control)
+	if err != nil {
+		if errors.Is(err, control.ErrNotRunning) {
+			return &exitError{code: exitNotRunning, err: err}
+		}
+		return err
+	}
+	defer cl.Close()
+	err = cl.CallContext(ctx, op, args, result)
+	var ce *control.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, control.ErrNotAllowed):
+		return &exitError{code: exitNotAllowed, err: err}
+	case errors.As(err, &ce) && strings.Contains(ce.Message, "refused"):
+		return &exitError{code: exitNotAllowed, err: errors.New(ce.Message)}
+	case errors.As(err, &ce):
+		return errors.New(ce.Message)
+	}
+	return err
+}
+
+// terminalIO reads answers from the terminal (or stdin with --stdin).
+type terminalIO struct {
+	in  io.Reader
+	out io.Writer
+	r   *bufio.Reader
+}
+
+func newTerminalIO(cmd *cobra.Command, fromStdin bool) (*terminalIO, func(), error) {
+	if fromStdin {
+		return &terminalIO{in: cmd.InOrStdin(), out: cmd.ErrOrStderr()}, func() {}, nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("no terminal to ask on (use --stdin to read from standard input): %w", err)
+	}
+	return &terminalIO{in: tty, out: tty}, func() { tty.Close() }, nil
+}
+
+func (t *terminalIO) secret(question string) (string, error) {
+	return prompt.ReadSecret(t.in, t.out, question)
+}
+
+func (t *terminalIO) confirm(question string) (bool, error) {
+	fmt.Fprint(t.out, question+" [y/N] ")
+	if t.r == nil {
+		t.r = bufio.NewReader(t.in)
+	}
+	line, err := t.r.ReadString('\n')
+	if err != nil && line == "" {
+		return false, err
+	}
+	a := strings.ToLower(strings.TrimSpace(line))
+	return a == "y" || a == "yes", nil
+}
+
+func getInfo(ctx context.Context, g *globalOptions) (mgmt.Info, error) {
+	var in mgmt.Info
+	return in, call(ctx, g, mgmt.OpInfo, nil, &in)
+}
+
+func newListCommand(g *globalOptions) *cobra.Command {
+	var (
+		filter, rp, sortBy string
+		asJSON             bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the passkeys stored on this machine",
+		Example: `  passkeyctl list
+  passkeyctl list --filter github
+  passkeyctl list --rp example.com --sort used
+  passkeyctl list --json | jq -r '.[].rpId'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var creds []mgmt.Credential
+			if err := call(cmd.Context(), g, mgmt.OpList, nil, &creds); err != nil {
+				return err
+			}
+			creds = filterCreds(creds, filter, rp)
+			if err := sortCreds(creds, sortBy); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(creds)
+			}
+			printTable(cmd.OutOrStdout(), creds)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&filter, "filter", "", "show passkeys whose site or user contains TEXT (case-insensitive)")
+	cmd.Flags().StringVar(&rp, "rp", "", "show only passkeys of this site (relying party ID)")
+	cmd.Flags().StringVar(&sortBy, "sort", "created", "sort by: rp, user, created, used (newest first for times)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return cmd
+}
+
+func filterCreds(creds []mgmt.Credential, filter, rp string) []mgmt.Credential {
+	f := strings.ToLower(filter)
+	out := creds[:0:0]
+	for _, c := range creds {
+		if rp != "" && c.RPID != rp {
+			continue
+		}
+		if f != "" && !strings.Contains(strings.ToLower(c.RPID+"\x00"+c.RPName+"\x00"+c.UserName+"\x00"+c.UserDisplayName), f) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func sortCreds(creds []mgmt.Credential, by string) error {
+	used := func(c mgmt.Credential) time.Time {
+		if c.LastUsedAt == nil {
+			return time.Time{}
+		}
+		return *c.LastUsedAt
+	}
+	var less func(a, b mgmt.Credential) bool
+	switch by {
+	case "rp":
+		less = func(a, b mgmt.Credential) bool { return a.RPID+"\x00"+a.UserName < b.RPID+"\x00"+b.UserName }
+	case "user":
+		less = func(a, b mgmt.Credential) bool { return a.UserName+"\x00"+a.RPID < b.UserName+"\x00"+b.RPID }
+	case "created":
+		less = func(a, b mgmt.Credential) bool { return a.CreatedAt.After(b.CreatedAt) }
+	case "used":
+		less = func(a, b mgmt.Credential) bool { return used(a).After(used(b)) }
+	default:
+		return fmt.Errorf("--sort %q: want rp, user, created or used", by)
+	}
+	sort.SliceStable(creds, func(i, j int) bool { return less(creds[i], creds[j]) })
+	return nil
+}
+
+// shortID is how the table shows a credential ID: enough to be a unique
+// prefix for delete in practice.
+func shortID(id string) string { return id[:min(len(id), 12)] }
+
+func printTable(w io.Writer, creds []mgmt.Credential) {
+	if len(creds) == 0 {
+		fmt.Fprintln(w, "No passkeys.")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SITE\tUSER\tDISPLAY NAME\tCREATED\tLAST USED\tID")
+	for _, c := range creds {
+		last := "never"
+		if c.LastUsedAt != nil {
+			last = c.LastUsedAt.Local().Format("2006-01-02 15:04")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", prompt.Display(c.RPID, 40), prompt.Display(c.UserName, 32),
+			prompt.Display(c.UserDisplayName, 32), c.CreatedAt.Local().Format("2006-01-02 15:04"), last, shortID(c.CredentialID))
+	}
+	tw.Flush()
+}
+
+// resolve finds the passkeys a delete names: one ID prefix, or --rp and
+// --user together.
+func resolve(creds []mgmt.Credential, prefix, rp, user string) ([]mgmt.Credential, error) {
+	var out []mgmt.Credential
+	for _, c := range creds {
+		switch {
+		case prefix != "" && strings.HasPrefix(c.CredentialID, prefix):
+			out = append(out, c)
+		case prefix == "" && c.RPID == rp && (user == "" || c.UserName == user):
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, &exitError{code: exitNotFound, err: errors.New("no passkey matches")}
+	}
+	if prefix != "" && len(out) > 1 {
+		return nil, &exitError{code: exitNotFound, err: fmt.Errorf("ID prefix %q matches %d passkeys: give more of it", prefix, len(out))}
+	}
+	return out, nil
+}
+
+func newDeleteCommand(g *globalOptions) *cobra.Command {
+	var (
+		rp, user       string
+		yes, fromStdin bool
+	)
+	cmd := &cobra.Command{
+		Use:   "delete [ID-PREFIX]",
+		Short: "Delete passkeys (asks for confirmation, presence and the PIN)",
+		Example: `  passkeyctl delete 0101000a3F9c
+  passkeyctl delete --rp example.com --user alice
+  passkeyctl delete --rp old.example --yes`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			prefix := ""
+			if len(args) == 1 {
+				prefix = args[0]
+			}
+			if (prefix == "") == (rp == "") || (prefix != "" && user != "") {
+				return &exitError{code: exitUsage, err: errors.New("name the passkey by an ID prefix, or by --rp (and --user)")}
+			}
+			var creds []mgmt.Credential
+			if err := call(cmd.Context(), g, mgmt.OpList, nil, &creds); err != nil {
+				return err
+			}
+			victims, err := resolve(creds, prefix, rp, user)
+			if err != nil {
+				return err
+			}
+			info, err := getInfo(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			var term *terminalIO
+			if !yes || info.PINSet {
+				t, done, err := newTerminalIO(cmd, fromStdin)
+				if err != nil {
+					return err
+				}
+				defer done()
+				term = t
+			}
+			if !yes {
+				printTable(term.out, victims)
+				ok, err := term.confirm(fmt.Sprintf("Delete %d passkey(s)?", len(victims)))
+				if err != nil || !ok {
+					return &exitError{code: exitNotAllowed, err: errors.New("not deleted")}
+				}
+			}
+			a := mgmt.DeleteArgs{}
+			for _, v := range victims {
+				a.IDs = append(a.IDs, v.CredentialID)
+			}
+			if info.PINSet {
+				if a.PIN, err = term.secret("PIN: "); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "Confirm at the passkeyd prompt ...")
+			if err := call(cmd.Context(), g, mgmt.OpDelete, a, nil); err != nil {
+				return err
+			}
+			for _, v := range victims {
+				fmt.Fprintf(cmd.OutOrStdout(), "Deleted the passkey for %s on %s (%s)\n", prompt.Display(v.UserName, 64), prompt.Display(v.RPID, 64), shortID(v.CredentialID))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&rp, "rp", "", "delete the passkeys of this site")
+	cmd.Flags().StringVar(&user, "user", "", "with --rp: only this user's passkey")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&fromStdin, "stdin", false, "read answers (the PIN) from standard input instead of the terminal")
+	return cmd
+}
+
+func newInfoCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "info",
+		Short: "Show the authenticator: TPM, PIN, capacity, algorithms",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, err := getInfo(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(in)
+			}
+			pin := "not set"
+			if in.PINSet {
+				pin = fmt.Sprintf("set (%d tries left, minimum length %d)", in.PINRetries, in.MinPINLength)
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			for _, row := range [][2]string{
+				{"Version", in.Version},
+				{"AAGUID", in.AAGUID},
+				{"TPM", fmt.Sprintf("%s (manufacturer %q, firmware %s)", in.TPM.Kind, strings.TrimSpace(in.TPM.Manufacturer), in.TPM.Firmware)},
+				{"PIN", pin},
+				{"Always require UV", yesNo(in.AlwaysUV)},
+				{"Built-in UV (PIN at the prompt)", yesNo(in.BuiltInUV)},
+				{"Passkeys", fmt.Sprintf("%d of %d", in.Credentials, in.Capacity)},
+				{"Algorithms", strings.Join(in.Algorithms, ", ")},
+				{"Attestation", in.Attestation},
+				{"State dir", in.StateDir},
+				{"Transport", in.Transport},
+				{"Prompt", in.Prompt},
+			} {
+				fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return cmd
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func newPINCommand(g *globalOptions) *cobra.Command {
+	var fromStdin bool
+	pin := &cobra.Command{Use: "pin", Short: "Set or change the PIN"}
+	run := func(change bool) func(cmd *cobra.Command, _ []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			term, done, err := newTerminalIO(cmd, fromStdin)
+			if err != nil {
+				return err
+			}
+			defer done()
+			var a mgmt.SetPINArgs
+			if change {
+				if a.Old, err = term.secret("Current PIN: "); err != nil {
+					return err
+				}
+			}
+			if a.New, err = term.secret("New PIN: "); err != nil {
+				return err
+			}
+			again, err := term.secret("New PIN again: ")
+			if err != nil {
+				return err
+			}
+			if again != a.New {
+				return &exitError{code: exitUsage, err: errors.New("the two new PINs differ")}
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "Confirm at the passkeyd prompt ...")
+			if err := call(cmd.Context(), g, mgmt.OpSetPIN, a, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "PIN set.")
+			return nil
+		}
+	}
+	pin.AddCommand(&cobra.Command{Use: "set", Short: "Set the first PIN", Args: cobra.NoArgs, RunE: run(false)},
+		&cobra.Command{Use: "change", Short: "Change the PIN", Args: cobra.NoArgs, RunE: run(true)})
+	pin.PersistentFlags().BoolVar(&fromStdin, "stdin", false, "read the PINs from standard input, one per line, instead of the terminal")
+	return pin
+}
+
+func newResetCommand(g *globalOptions) *cobra.Command {
+	var yes, fromStdin bool
+	cmd := &cobra.Command{
+		Use:   "reset",
+		Short: "Delete every passkey and the PIN (asks for confirmation, presence and the PIN)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			info, err := getInfo(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			var term *terminalIO
+			if !yes || (info.PINSet && info.PINRetries > 0) {
+				t, done, err := newTerminalIO(cmd, fromStdin)
+				if err != nil {
+					return err
+				}
+				defer done()
+				term = t
+			}
+			if !yes {
+				ok, err := term.confirm(fmt.Sprintf("Delete all %d passkeys and the PIN? This cannot be undone.", info.Credentials))
+				if err != nil || !ok {
+					return &exitError{code: exitNotAllowed, err: errors.New("not reset")}
+				}
+			}
+			var a mgmt.ResetArgs
+			if info.PINSet && info.PINRetries > 0 {
+				if a.PIN, err = term.secret("PIN: "); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "Confirm at the passkeyd prompt ...")
+			if err := call(cmd.Context(), g, mgmt.OpReset, a, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "Reset: every passkey and the PIN are gone.")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&fromStdin, "stdin", false, "read answers (the PIN) from standard input instead of the terminal")
+	return cmd
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
+	"github.com/passkeyd/passkeyd/ctap2"
+	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/tpm"
+)
+
+var b64 = base64.RawURLEncoding
+
+// registerManagement adds passkeyctl's operations to the control socket.
+// Listing is for root and the owner; changes are too, and the
+// authenticator additionally demands presence at the prompt and the PIN
+// when one is set.
+func registerManagement(srv *control.Server, allowed func(control.Peer) bool, auth *ctap2.Authenticator, t *tpm.TPM, o serveOptions) {
+	srv.Handle(mgmt.OpInfo, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+		in := auth.Info()
+		ti := t.Info()
+		algs := make([]string, len(in.Algorithms))
+		for i, a := range in.Algorithms {
+			algs[i] = tpm.Algorithm(a).String()
+		}
+		return mgmt.Info{
+			Version: buildinfo.Version, AAGUID: formatAAGUID(in.AAGUID),
+			TPM:    mgmt.TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion},
+			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
+			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
+			Attestation: "self", StateDir: o.stateDir, Transport: o.transport, Prompt: o.prompt,
+		}, nil
+	})
+	srv.Handle(mgmt.OpList, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+		creds, err := auth.ListCredentials()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]mgmt.Credential, 0, len(creds))
+		for _, c := range creds {
+			mc := mgmt.Credential{
+				CredentialID: b64.EncodeToString(c.ID), RPID: c.RPID, RPName: c.RPName,
+				UserID: b64.EncodeToString(c.UserID), UserName: c.UserName, UserDisplayName: c.UserDisplayName,
+				CreatedAt: c.CreatedAt, Algorithm: c.Algorithm, CredProtect: c.CredProtect, Discoverable: c.Discoverable,
+			}
+			if !c.LastUsedAt.IsZero() {
+				used := c.LastUsedAt
+				mc.LastUsedAt = &used
+			}
+			out = append(out, mc)
+		}
+		return out, nil
+	})
+	srv.Handle(mgmt.OpDelete, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		var args mgmt.DeleteArgs
+		if err := json.Unmarshal(raw, &args); err != nil || len(args.IDs) == 0 {
+			return nil, errors.New("delete: want {\"ids\": [...]}")
+		}
+		ids := make([][]byte, len(args.IDs))
+		for i, s := range args.IDs {
+			id, err := b64.DecodeString(s)
+			if err != nil {
+				return nil, fmt.Errorf("delete: credential ID %q is not base64url", s)
+			}
+			ids[i] = id
+		}
+		return map[string]int{"deleted": len(ids)}, auth.DeleteCredentials(ctx, ids, args.PIN)
+	})
+	srv.Handle(mgmt.OpSetPIN, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		var args mgmt.SetPINArgs
+		if err := json.Unmarshal(raw, &args); err != nil {
+			return nil, errors.New("pin.set: want {\"new\": ..., \"old\": ...}")
+		}
+		return nil, auth.SetPIN(ctx, args.Old, args.New)
+	})
+	srv.Handle(mgmt.OpReset, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		var args mgmt.ResetArgs
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &args); err != nil {
+				return nil, errors.New("reset: want {\"pin\": ...}")
+			}
+		}
+		return nil, auth.Reset(ctx, args.PIN)
+	})
+}
+
+func formatAAGUID(a [16]byte) string {
+	h := hex.EncodeToString(a[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

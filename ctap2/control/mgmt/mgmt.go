@@ -1,0 +1,73 @@
+// Package mgmt defines the management operations passkeyctl asks the
+// daemon for over the control socket: their names and JSON shapes, shared
+// by both sides so they cannot drift apart.
+package mgmt
+
+import "time"
+
+// Operation names on the control socket.
+const (
+	OpInfo   = "info"
+	OpList   = "list"
+	OpDelete = "delete"
+	OpSetPIN = "pin.set"
+	OpReset  = "reset"
+)
+
+// Credential is one passkey as `passkeyctl list --json` prints it.
+type Credential struct {
+	CredentialID    string     `json:"credentialId"` // base64url, no padding
+	RPID            string     `json:"rpId"`
+	RPName          string     `json:"rpName"`
+	UserID          string     `json:"userId"` // base64url, no padding
+	UserName        string     `json:"userName"`
+	UserDisplayName string     `json:"userDisplayName"`
+	CreatedAt       time.Time  `json:"createdAt"`
+	LastUsedAt      *time.Time `json:"lastUsedAt"` // null when never used
+	Algorithm       int        `json:"algorithm"`  // COSE
+	CredProtect     int        `json:"credProtect"`
+	Discoverable    bool       `json:"discoverable"`
+}
+
+// TPM describes the TPM in use.
+type TPM struct {
+	Kind         string `json:"kind"`
+	Manufacturer string `json:"manufacturer"`
+	Firmware     string `json:"firmware"`
+}
+
+// Info is the answer to OpInfo.
+type Info struct {
+	Version      string   `json:"version"`
+	AAGUID       string   `json:"aaguid"`
+	TPM          TPM      `json:"tpm"`
+	PINSet       bool     `json:"pinSet"`
+	PINRetries   int      `json:"pinRetries"`
+	MinPINLength int      `json:"minPinLength"`
+	AlwaysUV     bool     `json:"alwaysUv"`
+	BuiltInUV    bool     `json:"builtInUv"`
+	Credentials  int      `json:"credentials"`
+	Capacity     int      `json:"capacity"`
+	Algorithms   []string `json:"algorithms"`
+	Attestation  string   `json:"attestation"`
+	StateDir     string   `json:"stateDir"`
+	Transport    string   `json:"transport"`
+	Prompt       string   `json:"prompt"`
+}
+
+// DeleteArgs asks to delete credentials by their full IDs (base64url).
+type DeleteArgs struct {
+	IDs []string `json:"ids"`
+	PIN string   `json:"pin,omitempty"`
+}
+
+// SetPINArgs sets (Old empty) or changes the PIN.
+type SetPINArgs struct {
+	Old string `json:"old,omitempty"`
+	New string `json:"new"`
+}
+
+// ResetArgs asks for a reset; PIN is needed when one is set.
+type ResetArgs struct {
+	PIN string `json:"pin,omitempty"`
+}
