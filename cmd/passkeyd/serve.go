@@ -18,6 +18,7 @@ import (
 	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/ctap2"
 	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
 	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/ctap2/prompt/pinentry"
@@ -141,7 +142,8 @@ func serve(ctx context.Context, o serveOptions) error {
 		csrv.Handle("version", control.Anyone, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})
-		registerManagement(csrv, control.OwnerOrRoot(owner), auth, t, o)
+		mgmt.Service{Auth: auth, TPM: t.Info(), Version: buildinfo.Version, StateDir: o.stateDir,
+			Transport: o.transport, Prompt: o.prompt}.Register(csrv, control.OwnerOrRoot(owner))
 		if a, ok := prompter.(*prompt.Agent); ok {
 			csrv.HandleStream("agent", control.OwnerOrRoot(owner), func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
 				log.Info("prompt agent connected", "uid", p.UID, "pid", p.PID)

@@ -35,6 +35,7 @@ import (
 type rig struct {
 	tpm    *tpm.TPM
 	store  *keystore.Store
+	auth   *ctap2.Authenticator
 	client *client
 }
 
@@ -70,7 +71,7 @@ func newRig(b *testing.B) *rig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &rig{tpm: t, store: st, client: c}
+	return &rig{tpm: t, store: st, auth: a, client: c}
 }
 
 func (r *rig) cbor(b *testing.B, cmd byte, params any) map[int]cbor.RawMessage {

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/passkeyd/passkeyd/ctap2"
+	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
 	"github.com/passkeyd/passkeyd/keystore"
 	"github.com/passkeyd/passkeyd/tpm"
 )
@@ -21,6 +25,8 @@ import (
 //	ga50-ms      getAssertion without an allow list for the 50-account RP
 //	enumRPs-ms   credential management: token, enumerateRPsBegin and every
 //	             enumerateRPsGetNextRP (1,000 RPs)
+//	list-ms      passkeyctl list's operation on the control socket: all
+//	             10,000 credentials decrypted, encoded and received
 //	heap-MB      live heap of the whole authenticator after a GC
 func BenchmarkScale10k(b *testing.B) {
 	r := newRig(b)
@@ -49,7 +55,17 @@ func BenchmarkScale10k(b *testing.B) {
 	b.Logf("populated %d credentials in %v", total, time.Since(start).Round(time.Millisecond))
 	setPINAndToken(b, r, "271828", 0x04)
 	h := sha256.Sum256([]byte("client data"))
-	var ga, enum []time.Duration
+	sock := filepath.Join(b.TempDir(), "control.sock")
+	ln, err := control.Listen(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	csrv := control.NewServer(nil)
+	mgmt.Service{Auth: r.auth}.Register(csrv, control.Anyone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go csrv.Serve(ctx, ln)
+	var ga, enum, list []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -71,6 +87,18 @@ func BenchmarkScale10k(b *testing.B) {
 			r.cbor(b, ctap2.CmdCredentialManagement, map[int]any{1: 3})
 		}
 		enum = append(enum, time.Since(t0))
+
+		t0 = time.Now()
+		cl, err := control.Dial(sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var creds []mgmt.Credential
+		if err := cl.Call(mgmt.OpList, nil, &creds); err != nil || len(creds) != total {
+			b.Fatalf("list: %d credentials, %v", len(creds), err)
+		}
+		cl.Close()
+		list = append(list, time.Since(t0))
 		if totalRPs != rps {
 			b.Fatalf("totalRPs = %d, want %d", totalRPs, rps)
 		}
@@ -78,11 +106,13 @@ func BenchmarkScale10k(b *testing.B) {
 	b.StopTimer()
 	slices.Sort(ga)
 	slices.Sort(enum)
+	slices.Sort(list)
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(ga[len(ga)/2].Microseconds())/1000, "ga50-ms")
 	b.ReportMetric(float64(enum[len(enum)/2].Microseconds())/1000, "enumRPs-ms")
+	b.ReportMetric(float64(list[len(list)/2].Microseconds())/1000, "list-ms")
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MB")
 }
 

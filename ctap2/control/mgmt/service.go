@@ -1,4 +1,4 @@
-package main
+package mgmt
 
 import (
 	"context"
@@ -8,43 +8,53 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/ctap2"
 	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
 	"github.com/passkeyd/passkeyd/tpm"
 )
 
 var b64 = base64.RawURLEncoding
 
-// registerManagement adds passkeyctl's operations to the control socket.
-// Listing is for root and the owner; changes are too, and the
-// authenticator additionally demands presence at the prompt and the PIN
-// when one is set.
-func registerManagement(srv *control.Server, allowed func(control.Peer) bool, auth *ctap2.Authenticator, t *tpm.TPM, o serveOptions) {
-	srv.Handle(mgmt.OpInfo, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+// Service describes what the info operation reports beyond the
+// authenticator itself.
+type Service struct {
+	Auth      *ctap2.Authenticator
+	TPM       tpm.Info
+	Version   string
+	StateDir  string
+	Transport string
+	Prompt    string
+}
+
+// Register adds passkeyctl's operations to the control socket. Listing is
+// for the peers allowed admits (root and the owner); so are changes, and
+// for those the authenticator additionally demands presence at the prompt
+// and the PIN when one is set.
+func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) {
+	auth := s.Auth
+	srv.Handle(OpInfo, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 		in := auth.Info()
-		ti := t.Info()
+		ti := s.TPM
 		algs := make([]string, len(in.Algorithms))
 		for i, a := range in.Algorithms {
 			algs[i] = tpm.Algorithm(a).String()
 		}
-		return mgmt.Info{
-			Version: buildinfo.Version, AAGUID: formatAAGUID(in.AAGUID),
-			TPM:    mgmt.TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion},
+		return Info{
+			Version: s.Version, AAGUID: formatAAGUID(in.AAGUID),
+			TPM:    TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion},
 			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
 			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
-			Attestation: "self", StateDir: o.stateDir, Transport: o.transport, Prompt: o.prompt,
+			Attestation: "self", StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
 		}, nil
 	})
-	srv.Handle(mgmt.OpList, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+	srv.Handle(OpList, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 		creds, err := auth.ListCredentials()
 		if err != nil {
 			return nil, err
 		}
-		out := make([]mgmt.Credential, 0, len(creds))
+		out := make([]Credential, 0, len(creds))
 		for _, c := range creds {
-			mc := mgmt.Credential{
+			mc := Credential{
 				CredentialID: b64.EncodeToString(c.ID), RPID: c.RPID, RPName: c.RPName,
 				UserID: b64.EncodeToString(c.UserID), UserName: c.UserName, UserDisplayName: c.UserDisplayName,
 				CreatedAt: c.CreatedAt, Algorithm: c.Algorithm, CredProtect: c.CredProtect, Discoverable: c.Discoverable,
@@ -57,8 +67,8 @@ func registerManagement(srv *control.Server, allowed func(control.Peer) bool, au
 		}
 		return out, nil
 	})
-	srv.Handle(mgmt.OpDelete, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
-		var args mgmt.DeleteArgs
+	srv.Handle(OpDelete, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		var args DeleteArgs
 		if err := json.Unmarshal(raw, &args); err != nil || len(args.IDs) == 0 {
 			return nil, errors.New("delete: want {\"ids\": [...]}")
 		}
@@ -72,15 +82,15 @@ func registerManagement(srv *control.Server, allowed func(control.Peer) bool, au
 		}
 		return map[string]int{"deleted": len(ids)}, auth.DeleteCredentials(ctx, ids, args.PIN)
 	})
-	srv.Handle(mgmt.OpSetPIN, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
-		var args mgmt.SetPINArgs
+	srv.Handle(OpSetPIN, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		var args SetPINArgs
 		if err := json.Unmarshal(raw, &args); err != nil {
 			return nil, errors.New("pin.set: want {\"new\": ..., \"old\": ...}")
 		}
 		return nil, auth.SetPIN(ctx, args.Old, args.New)
 	})
-	srv.Handle(mgmt.OpReset, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
-		var args mgmt.ResetArgs
+	srv.Handle(OpReset, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		var args ResetArgs
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &args); err != nil {
 				return nil, errors.New("reset: want {\"pin\": ...}")
