@@ -111,6 +111,7 @@ type object struct {
 	public  tpm2.TPM2BPublic // the blob's exact bytes, as Load must see them
 	private tpm2.TPM2BPrivate
 	sealed  bool
+	hmac    bool             // an HMAC key (hmacTemplate)
 	pin     bool             // sealed data behind a PIN (pinSealTemplate)
 	alg     Algorithm        // keys only
 	pub     crypto.PublicKey // keys only
@@ -177,15 +178,21 @@ func parseBlob(blob []byte) (*object, error) {
 		if len(d.Buffer) != sha256.Size {
 			return nil, fmt.Errorf("%w: keyedHash unique is %d bytes", ErrInvalidBlob, len(d.Buffer))
 		}
-		// The two sealed-data templates differ only in noDA; the byte
-		// comparison below pins everything else.
-		want = sealTemplate()
-		if !pub.ObjectAttributes.NoDA {
+		// The two sealed-data templates differ only in noDA, the HMAC key
+		// in its sign attribute; the byte comparison below pins everything
+		// else.
+		switch {
+		case pub.ObjectAttributes.SignEncrypt:
+			want = hmacTemplate()
+			o.hmac = true
+		case !pub.ObjectAttributes.NoDA:
 			want = pinSealTemplate()
-			o.pin = true
+			o.pin, o.sealed = true, true
+		default:
+			want = sealTemplate()
+			o.sealed = true
 		}
 		want.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgKeyedHash, d)
-		o.sealed = true
 	default:
 		return nil, fmt.Errorf("%w: object type 0x%04x", ErrInvalidBlob, uint16(pub.Type))
 	}
@@ -237,8 +244,8 @@ func PublicKey(blob KeyBlob) (crypto.PublicKey, Algorithm, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("parse public key: %w", err)
 	}
-	if o.sealed {
-		return nil, 0, fmt.Errorf("parse public key: %w: sealed data, not a key", ErrInvalidBlob)
+	if o.sealed || o.hmac {
+		return nil, 0, fmt.Errorf("parse public key: %w: sealed data or HMAC key, not a signing key", ErrInvalidBlob)
 	}
 	return o.pub, o.alg, nil
 }
@@ -332,8 +339,8 @@ func (t *TPM) Sign(blob KeyBlob, digest []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
 	}
-	if o.sealed {
-		return nil, fmt.Errorf("sign: %w: sealed data, not a key", ErrInvalidBlob)
+	if o.sealed || o.hmac {
+		return nil, fmt.Errorf("sign: %w: sealed data or HMAC key, not a signing key", ErrInvalidBlob)
 	}
 	return t.sign(o, digest)
 }
@@ -466,8 +473,8 @@ func (t *TPM) Signer(blob KeyBlob) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signer: %w", err)
 	}
-	if o.sealed {
-		return nil, fmt.Errorf("signer: %w: sealed data, not a key", ErrInvalidBlob)
+	if o.sealed || o.hmac {
+		return nil, fmt.Errorf("signer: %w: sealed data or HMAC key, not a signing key", ErrInvalidBlob)
 	}
 	return &signer{t: t, o: o}, nil
 }
