@@ -37,6 +37,9 @@ type TPM interface {
 	// the PIN hash, checked by the TPM over a salted session.
 	CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error)
 	UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error)
+	// hmac-secret derives per-credential values with a TPM HMAC key.
+	CreateHMACKey() (tpm.KeyBlob, error)
+	HMAC(key tpm.KeyBlob, data []byte) ([]byte, error)
 }
 
 // Store is the durable state. *keystore.Store implements it.
@@ -100,6 +103,7 @@ type Authenticator struct {
 	pin       pinState
 	cfg       deviceConfig
 	cm        credMgmtState
+	lbWrite   *largeBlobWrite // a large-blob write in progress
 	// extraPermissions are pinUvAuthToken permissions of optional
 	// commands that are enabled (credential management, large blobs).
 	extraPermissions pinuv.Permission
@@ -125,7 +129,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	a.extraPermissions = pinuv.PermCredentialManagement
+	a.extraPermissions = pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite
 	if a.capacity <= 0 {
 		a.capacity = DefaultCapacity
 	}
@@ -164,6 +168,7 @@ func (a *Authenticator) PowerCycle() {
 	a.next = nil
 	a.presence.clear()
 	a.powerCyclePIN()
+	a.lbWrite = nil
 	a.log.Info("power cycle")
 }
 
@@ -208,6 +213,8 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 		err = a.authenticatorConfig(params)
 	case CmdCredentialManagement, CmdCredentialManagementPreview:
 		body, err = a.credentialManagement(params)
+	case CmdLargeBlobs:
+		body, err = a.largeBlobs(params)
 	default:
 		err = ErrInvalidCommand
 	}

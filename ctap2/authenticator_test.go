@@ -28,7 +28,7 @@ func TestGetInfo(t *testing.T) {
 	opts := field[map[string]bool](t, m, 4)
 	want := map[string]bool{"rk": true, "up": true, "plat": false, "clientPin": false, "pinUvAuthToken": true,
 		"alwaysUv": false, "setMinPINLength": true, "makeCredUvNotRqd": true, "authnrCfg": true,
-		"credMgmt": true, "credentialMgmtPreview": true}
+		"credMgmt": true, "credentialMgmtPreview": true, "largeBlobs": true}
 	if len(opts) != len(want) {
 		t.Errorf("options = %v, want exactly %v", opts, want)
 	}

@@ -22,9 +22,10 @@ const (
 
 // assertionCredential is a credential selected for an assertion.
 type assertionCredential struct {
-	id     []byte
-	blob   tpm.KeyBlob
-	stored *keystore.Credential // nil for non-discoverable credentials
+	id         []byte
+	blob       tpm.KeyBlob
+	hmacSecret bool                 // created with hmac-secret
+	stored     *keystore.Credential // nil for non-discoverable credentials
 }
 
 // assertionState is what getNextAssertion needs (CTAP 2.1 §6.3).
@@ -34,6 +35,7 @@ type assertionState struct {
 	clientDataHash []byte
 	flags          byte
 	uv             bool
+	exts           gaExtensions
 	expires        time.Time
 }
 
@@ -49,7 +51,7 @@ func (a *Authenticator) findCredential(id, rpIDHash []byte, uv bool) (assertionC
 	if w.CredProtect == credProtectUVRequired && !uv {
 		return assertionCredential{}, false
 	}
-	c := assertionCredential{id: id, blob: w.KeyBlob}
+	c := assertionCredential{id: id, blob: w.KeyBlob, hmacSecret: w.Flags&credFlagHMACSecret != 0}
 	if w.discoverable() {
 		stored, err := a.store.Credential(id)
 		if err != nil {
@@ -88,6 +90,10 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	}
 	rpID := *req.RPID
 	rpIDHash := sha256.Sum256([]byte(rpID))
+	exts, err := a.parseGAExtensions(req.Extensions)
+	if err != nil {
+		return nil, err
+	}
 	auth, err := a.authorize(ctx, authRequest{
 		rpID:              rpID,
 		clientDataHash:    req.ClientDataHash,
@@ -131,7 +137,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 			if s.CredProtect >= credProtectUVOptionalWithList && !uv {
 				continue
 			}
-			creds = append(creds, assertionCredential{id: s.ID, blob: s.KeyBlob, stored: s})
+			creds = append(creds, assertionCredential{id: s.ID, blob: s.KeyBlob, hmacSecret: s.HMACSecret, stored: s})
 		}
 	}
 	if len(creds) == 0 {
@@ -154,7 +160,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	if up {
 		a.consumeToken(auth, false)
 	}
-	resp, err := a.assert(creds[0], rpIDHash[:], req.ClientDataHash, flags, uv)
+	resp, err := a.assert(creds[0], rpIDHash[:], req.ClientDataHash, flags, uv, exts)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +175,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 				clientDataHash: req.ClientDataHash,
 				flags:          flags,
 				uv:             uv,
+				exts:           exts,
 				expires:        a.now().Add(nextAssertionTimeout),
 			}
 		}
@@ -185,7 +192,7 @@ func (a *Authenticator) getNextAssertion() ([]byte, error) {
 	}
 	c := st.remaining[0]
 	st.remaining = st.remaining[1:]
-	resp, err := a.assert(c, st.rpIDHash, st.clientDataHash, st.flags, st.uv)
+	resp, err := a.assert(c, st.rpIDHash, st.clientDataHash, st.flags, st.uv, st.exts)
 	if err != nil {
 		return nil, err
 	}
@@ -193,12 +200,22 @@ func (a *Authenticator) getNextAssertion() ([]byte, error) {
 }
 
 // assert signs one assertion: exactly one TPM Load and one Sign.
-func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash []byte, flags byte, uv bool) (*GetAssertionResponse, error) {
+func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash []byte, flags byte, uv bool, exts gaExtensions) (*GetAssertionResponse, error) {
 	counter, err := a.store.NextCounter()
 	if err != nil {
 		return nil, fmt.Errorf("signature counter: %w", err)
 	}
 	ad := authenticatorData{RPIDHash: rpIDHash, Flags: flags, SignCount: counter}
+	extOut, err := a.gaExtensionOutputs(exts, c, uv)
+	if err != nil {
+		return nil, err
+	}
+	if extOut != nil {
+		if ad.Extensions, err = marshal(extOut); err != nil {
+			return nil, err
+		}
+		ad.Flags |= flagED
+	}
 	authData := ad.marshal()
 	h := sha256.New()
 	h.Write(authData)
@@ -222,6 +239,9 @@ func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash [
 			resp.User.DisplayName = c.stored.UserDisplayName
 		}
 		a.store.TouchCredential(c.id, a.now().UTC())
+		if exts.largeBlobKey {
+			resp.LargeBlobKey = c.stored.LargeBlobKey
+		}
 	}
 	return resp, nil
 }

@@ -60,10 +60,13 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		"credMgmt":         true,
 		// The CTAP 2.1-PRE name, for platforms that only know 0x41.
 		"credentialMgmtPreview": true,
+		"largeBlobs":            true,
 	}
 	info := GetInfoResponse{
 		Versions:                         versions,
-		Extensions:                       []string{credProtectExt},
+		Extensions:                       supportedExtensions,
+		MaxCredBlobLength:                maxCredBlobLength,
+		MaxSerializedLargeBlobArray:      maxSerializedLargeBlobArray,
 		AAGUID:                           AAGUID[:],
 		Options:                          options,
 		PinUvAuthProtocols:               []int{2, 1},

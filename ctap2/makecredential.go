@@ -63,9 +63,13 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	if req.EnterpriseAttestation != nil {
 		return nil, ErrInvalidParameter
 	}
-	credProtect, err := parseCredProtect(req.Extensions)
+	exts, err := a.parseMCExtensions(req.Extensions)
 	if err != nil {
 		return nil, err
+	}
+	credProtect := exts.credProtect
+	if exts.largeBlobKey && !rk {
+		return nil, ErrInvalidOption // a large-blob key needs a discoverable credential (§12.3)
 	}
 	rpID := *req.RP.ID
 	rpIDHash := sha256.Sum256([]byte(rpID))
@@ -139,6 +143,9 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	if rk {
 		flags |= credFlagDiscoverable
 	}
+	if exts.hmacSecret {
+		flags |= credFlagHMACSecret
+	}
 	credID, err := a.secrets.wrapper.wrap(wrappedCredential{Flags: flags, CredProtect: byte(credProtect), Alg: alg, KeyBlob: blob}, rpIDHash[:])
 	if err != nil {
 		return nil, err
@@ -154,13 +161,21 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		CredentialID: credID,
 		PublicKey:    cose,
 	}
-	if credProtect != 0 {
-		ext, err := marshal(map[string]int{credProtectExt: credProtect})
-		if err != nil {
+	extOut, err := a.mcExtensionOutputs(exts, rpID, rk, credID, auth.uv)
+	if err != nil {
+		return nil, err
+	}
+	if extOut != nil {
+		if ad.Extensions, err = marshal(extOut); err != nil {
 			return nil, err
 		}
 		ad.Flags |= flagED
-		ad.Extensions = ext
+	}
+	var largeBlobKey []byte
+	if exts.largeBlobKey {
+		if largeBlobKey, err = newLargeBlobKey(); err != nil {
+			return nil, err
+		}
 	}
 	if ad.SignCount, err = a.store.NextCounter(); err != nil {
 		return nil, fmt.Errorf("signature counter: %w", err)
@@ -187,6 +202,11 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 			Discoverable:    true,
 			CredProtect:     credProtect,
 			CreatedAt:       a.now().UTC(),
+			HMACSecret:      exts.hmacSecret,
+			LargeBlobKey:    largeBlobKey,
+		}
+		if exts.hasCredBlob && len(exts.credBlob) <= maxCredBlobLength {
+			c.CredBlob = exts.credBlob
 		}
 		if err := a.store.PutCredential(c); err != nil {
 			return nil, fmt.Errorf("store credential: %w", err)
@@ -201,9 +221,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	}
 	a.log.Info("credential created", "alg", int(alg), "discoverable", rk)
 	return marshal(MakeCredentialResponse{
-		Fmt:      "packed",
-		AuthData: authData,
-		AttStmt:  map[string]any{"alg": int64(alg), "sig": sig},
+		Fmt:          "packed",
+		AuthData:     authData,
+		AttStmt:      map[string]any{"alg": int64(alg), "sig": sig},
+		LargeBlobKey: largeBlobKey,
 	})
 }
 

@@ -63,9 +63,10 @@ type MakeCredentialRequest struct {
 
 // MakeCredentialResponse is authenticatorMakeCredential's response map.
 type MakeCredentialResponse struct {
-	Fmt      string         `cbor:"1,keyasint"`
-	AuthData []byte         `cbor:"2,keyasint"`
-	AttStmt  map[string]any `cbor:"3,keyasint"`
+	Fmt          string         `cbor:"1,keyasint"`
+	AuthData     []byte         `cbor:"2,keyasint"`
+	AttStmt      map[string]any `cbor:"3,keyasint"`
+	LargeBlobKey []byte         `cbor:"5,keyasint,omitempty"`
 }
 
 // GetAssertionRequest is authenticatorGetAssertion's parameter map
@@ -96,6 +97,7 @@ type GetAssertionResponse struct {
 	Signature           []byte                  `cbor:"3,keyasint"`
 	User                *userEntityOut          `cbor:"4,keyasint,omitempty"`
 	NumberOfCredentials int                     `cbor:"5,keyasint,omitempty"`
+	LargeBlobKey        []byte                  `cbor:"7,keyasint,omitempty"`
 }
 
 // algorithmOut is one entry of getInfo's algorithms list.
@@ -118,7 +120,9 @@ type GetInfoResponse struct {
 	Algorithms                       []algorithmOut  `cbor:"10,keyasint"`
 	ForcePINChange                   bool            `cbor:"12,keyasint"`
 	MinPINLength                     int             `cbor:"13,keyasint"`
+	MaxSerializedLargeBlobArray      int             `cbor:"11,keyasint"`
 	FirmwareVersion                  int             `cbor:"14,keyasint,omitempty"`
+	MaxCredBlobLength                int             `cbor:"15,keyasint"`
 	MaxRPIDsForSetMinPINLength       int             `cbor:"16,keyasint"`
 	PreferredPlatformUvAttempts      int             `cbor:"17,keyasint,omitempty"`
 	UVModality                       int             `cbor:"18,keyasint,omitempty"`

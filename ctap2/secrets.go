@@ -31,6 +31,7 @@ type deviceSecrets struct {
 	u2fKey  tpm.KeyBlob
 	u2fPub  *ecdsa.PublicKey
 	u2fCert []byte
+	hmacKey tpm.KeyBlob
 }
 
 // loadDeviceSecrets unseals the device secrets, creating them on first use.
@@ -54,6 +55,9 @@ func loadDeviceSecrets(t TPM, s Store, now time.Time) (*deviceSecrets, error) {
 		return nil, err
 	}
 	ds := &deviceSecrets{wrapper: w}
+	if ds.hmacKey, err = loadHMACKey(t, s); err != nil {
+		return nil, err
+	}
 	if err := ds.loadU2FAttestation(t, s, now); err != nil {
 		return nil, err
 	}
@@ -143,6 +147,8 @@ func (ds *deviceSecrets) loadU2FAttestation(t TPM, s Store, now time.Time) error
 	ds.u2fKey, ds.u2fPub, ds.u2fCert = blob, pub, cert
 	return nil
 }
+
+func isNotFound(err error) bool { return errors.Is(err, keystore.ErrNotFound) }
 
 // tpmSigner is a crypto.Signer whose private key is in the TPM.
 type tpmSigner struct {

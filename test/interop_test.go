@@ -591,3 +591,5 @@ func tail(s string, n int) string {
 func TestInteropPIN(t *testing.T) { runUnittestModule(t, "test_pin") }
 
 func TestInteropCredentialManagement(t *testing.T) { runUnittestModule(t, "test_credman") }
+
+func TestInteropExtensions(t *testing.T) { runUnittestModule(t, "test_extensions") }
