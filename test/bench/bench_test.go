@@ -227,3 +227,47 @@ func BenchmarkGetAssertionUV(b *testing.B) {
 			}
 		})
 }
+
+// BenchmarkGetAssertionHMACSecret: getAssertion with the hmac-secret
+// extension (one salt). The floor is the credential key's Load+Sign+Flush
+// plus the HMAC key's Load+HMAC+Flush that derives CredRandom.
+func BenchmarkGetAssertionHMACSecret(b *testing.B) {
+	r := newRig(b)
+	params := mcParams(false)
+	params[6] = map[string]any{"hmac-secret": true}
+	m := r.cbor(b, ctap2.CmdMakeCredential, params)
+	var authData []byte
+	cbor.Unmarshal(m[2], &authData)
+	credID := authData[55 : 55+(int(authData[53])<<8|int(authData[54]))]
+	p := newPlatform(b, r)
+	saltEnc := p.encrypt(make([]byte, 32))
+	ext := map[string]any{"hmac-secret": map[int]any{1: p.key, 2: saltEnc, 3: authenticate(p.hmacKey, saltEnc), 4: 2}}
+
+	blob, _, err := r.tpm.CreateKey(tpm.ES256)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hk, err := r.tpm.CreateHMACKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := sha256.Sum256([]byte("client data"))
+	ga := map[int]any{1: "example.com", 2: h[:], 3: []any{map[string]any{"type": "public-key", "id": credID}}, 4: ext}
+	interleaved(b,
+		func() {
+			if _, err := r.tpm.Sign(blob, h[:]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := r.tpm.HMAC(hk, h[:]); err != nil {
+				b.Fatal(err)
+			}
+		},
+		func() {
+			m := r.cbor(b, ctap2.CmdGetAssertion, ga)
+			var ad []byte
+			cbor.Unmarshal(m[2], &ad)
+			if ad[32]&0x80 == 0 {
+				b.Fatal("no extension output")
+			}
+		})
+}
