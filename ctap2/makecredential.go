@@ -3,11 +3,13 @@ package ctap2
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
+
 	"github.com/passkeyd/passkeyd/ctap2/pinuv"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/keystore"
@@ -126,6 +128,20 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 			return nil, ErrKeyStoreFull
 		}
 	}
+	// Steps 16-17: the key pair, inside the TPM, generated while the
+	// person answers the prompt: RSA key generation takes seconds on a
+	// real TPM, and nobody should wait for it after touching. A refused
+	// prompt discards the key; nothing about it is stored.
+	type created struct {
+		blob tpm.KeyBlob
+		pub  crypto.PublicKey
+		err  error
+	}
+	keyc := make(chan created, 1)
+	go func() {
+		blob, pub, err := a.tpm.CreateKey(alg)
+		keyc <- created{blob, pub, err}
+	}()
 	// Step 14: user presence, unless built-in UV or the token already
 	// established it.
 	if !auth.up {
@@ -134,11 +150,11 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		}
 	}
 	a.consumeToken(auth, true)
-	// Steps 16-17: the key pair, inside the TPM.
-	blob, pub, err := a.tpm.CreateKey(alg)
-	if err != nil {
-		return nil, fmt.Errorf("create credential key: %w", err)
+	k := <-keyc
+	if k.err != nil {
+		return nil, fmt.Errorf("create credential key: %w", k.err)
 	}
+	blob, pub := k.blob, k.pub
 	flags := byte(0)
 	if rk {
 		flags |= credFlagDiscoverable
