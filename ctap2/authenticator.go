@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -58,12 +59,35 @@ type Store interface {
 	Wipe() error
 }
 
+// AttestationMode selects the attestation statement of makeCredential.
+type AttestationMode string
+
+// Attestation modes (passkeyd serve --attestation).
+const (
+	AttestationSelf AttestationMode = "self" // packed self attestation (default)
+	AttestationNone AttestationMode = "none"
+	AttestationTPM  AttestationMode = "tpm"
+)
+
+// Attester makes "tpm" attestation statements (ctap2/attest implements it).
+type Attester interface {
+	Statement(authData, clientDataHash []byte, credKey tpm.KeyBlob) (format string, attStmt map[string]any, err error)
+	// StoredValues names the store values the attester keeps (its CA and
+	// attestation key): a reset leaves them, as it leaves a hardware
+	// key's attestation certificate, so a fleet's trust survives it.
+	StoredValues() []string
+}
+
 // Config wires an Authenticator.
 type Config struct {
-	TPM    TPM
-	Store  Store
-	Prompt prompt.Prompter
-	Logger *slog.Logger
+	// Attestation defaults to AttestationSelf; AttestationTPM needs
+	// Attester.
+	Attestation AttestationMode
+	Attester    Attester
+	TPM         TPM
+	Store       Store
+	Prompt      prompt.Prompter
+	Logger      *slog.Logger
 	// Capacity bounds discoverable credentials (getInfo's
 	// remainingDiscoverableCredentials). Default DefaultCapacity.
 	Capacity int
@@ -107,6 +131,8 @@ type Authenticator struct {
 	// extraPermissions are pinUvAuthToken permissions of optional
 	// commands that are enabled (credential management, large blobs).
 	extraPermissions pinuv.Permission
+	attestation      AttestationMode
+	attester         Attester
 }
 
 // New provisions (first run) or loads the device secrets and returns a
@@ -125,6 +151,18 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	if a.prompter == nil {
 		a.prompter = prompt.DenyAll{}
+	}
+	switch a.attestation = cfg.Attestation; a.attestation {
+	case "":
+		a.attestation = AttestationSelf
+	case AttestationSelf, AttestationNone:
+	case AttestationTPM:
+		if cfg.Attester == nil {
+			return nil, errors.New("ctap2: tpm attestation needs an Attester")
+		}
+		a.attester = cfg.Attester
+	default:
+		return nil, fmt.Errorf("ctap2: unknown attestation %q (want self, none or tpm)", cfg.Attestation)
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)

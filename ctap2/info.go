@@ -110,8 +110,23 @@ func (a *Authenticator) reset(ctx context.Context) error {
 // wipe deletes every credential and device secret and starts a new
 // identity: credential IDs issued before no longer open.
 func (a *Authenticator) wipe() error {
+	kept := map[string][]byte{}
+	if a.attester != nil {
+		for _, name := range a.attester.StoredValues() {
+			v, err := a.store.Get(name)
+			if err != nil {
+				return fmt.Errorf("reset: keep %s: %w", name, err)
+			}
+			kept[name] = v
+		}
+	}
 	if err := a.store.Wipe(); err != nil {
 		return fmt.Errorf("reset: wipe store: %w", err)
+	}
+	for name, v := range kept {
+		if err := a.store.Put(name, v); err != nil {
+			return fmt.Errorf("reset: restore %s: %w", name, err)
+		}
 	}
 	s, err := loadDeviceSecrets(a.tpm, a.store, a.now())
 	if err != nil {

@@ -197,12 +197,9 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		return nil, fmt.Errorf("signature counter: %w", err)
 	}
 	authData := ad.marshal()
-	// Packed self attestation (WebAuthn §8.2): signed by the credential's
-	// own key, so it proves possession and identifies nothing.
-	digest := sha256.Sum256(append(append([]byte{}, authData...), req.ClientDataHash...))
-	sig, err := a.tpm.Sign(blob, digest[:])
+	attFmt, attStmt, err := a.attestationStatement(authData, req.ClientDataHash, blob, alg)
 	if err != nil {
-		return nil, fmt.Errorf("self attestation: %w", err)
+		return nil, err
 	}
 	// Step 18: a discoverable credential is durable before we answer.
 	if rk {
@@ -237,11 +234,35 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	}
 	a.log.Info("credential created", "alg", int(alg), "discoverable", rk)
 	return marshal(MakeCredentialResponse{
-		Fmt:          "packed",
+		Fmt:          attFmt,
 		AuthData:     authData,
-		AttStmt:      map[string]any{"alg": int64(alg), "sig": sig},
+		AttStmt:      attStmt,
 		LargeBlobKey: largeBlobKey,
 	})
+}
+
+// attestationStatement makes the statement the configuration asks for
+// (WebAuthn §8): packed self attestation by default (signed by the
+// credential's own key, so it proves possession and identifies nothing
+// beyond the AAGUID), none, or tpm (an attestation key in the TPM
+// certifies the credential key).
+func (a *Authenticator) attestationStatement(authData, clientDataHash []byte, blob tpm.KeyBlob, alg tpm.Algorithm) (string, map[string]any, error) {
+	switch a.attestation {
+	case AttestationNone:
+		return "none", map[string]any{}, nil
+	case AttestationTPM:
+		f, stmt, err := a.attester.Statement(authData, clientDataHash, blob)
+		if err != nil {
+			return "", nil, fmt.Errorf("tpm attestation: %w", err)
+		}
+		return f, stmt, nil
+	}
+	digest := sha256.Sum256(append(append([]byte{}, authData...), clientDataHash...))
+	sig, err := a.tpm.Sign(blob, digest[:])
+	if err != nil {
+		return "", nil, fmt.Errorf("self attestation: %w", err)
+	}
+	return "packed", map[string]any{"alg": int64(alg), "sig": sig}, nil
 }
 
 // chooseAlgorithm implements step 3: validate every element, choose the
