@@ -39,3 +39,61 @@ e2e:
 
 clean:
 	rm -rf bin
+
+# --- install, uninstall --------------------------------------------------------
+# `make build` as yourself, then `sudo make install PREFIX=/usr`. install
+# does not build: under sudo, go is often not on PATH, and root would take
+# over bin/ and the Go cache. Every directory follows PREFIX: systemd, udev,
+# sysusers.d and modules-load.d read /usr/local/lib/... as well as /usr/lib/...
+# (checked on systemd 252), so the default PREFIX works too; uninstall needs
+# the same PREFIX. The installed units' ExecStart= names $(BINDIR).
+# Packagers set DESTDIR, and the *DIR variables (named as in systemd.pc and
+# udev.pc) where their layout differs. Configuration in /etc (the owner) and
+# the state in /var/lib/passkeyd are never touched.
+BINDIR               ?= $(PREFIX)/bin
+SYSTEMDSYSTEMUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSTEMDUSERUNITDIR   ?= $(PREFIX)/lib/systemd/user
+UDEVRULESDIR         ?= $(PREFIX)/lib/udev/rules.d
+SYSUSERSDIR          ?= $(PREFIX)/lib/sysusers.d
+MODULESLOADDIR       ?= $(PREFIX)/lib/modules-load.d
+DIST                 := cmd/passkeyd/dist
+# The files and the directories of their own that install creates.
+INSTALLED_FILES := $(BINDIR)/passkeyd $(BINDIR)/passkeyctl \
+	$(SYSTEMDSYSTEMUNITDIR)/passkeyd.service $(SYSTEMDUSERUNITDIR)/passkeyctl-agent.service \
+	$(UDEVRULESDIR)/60-passkeyd.rules $(SYSUSERSDIR)/passkeyd.conf $(MODULESLOADDIR)/passkeyd.conf
+
+.PHONY: install uninstall
+
+install:
+	@for b in passkeyd passkeyctl; do \
+		[ -x bin/$$b ] || { echo "install: no bin/$$b: run 'make build' first (as yourself, not with sudo)" >&2; exit 1; }; \
+	done
+	install -D -m 0755 bin/passkeyd '$(DESTDIR)$(BINDIR)/passkeyd'
+	install -D -m 0755 bin/passkeyctl '$(DESTDIR)$(BINDIR)/passkeyctl'
+	install -D -m 0644 /dev/null '$(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/passkeyd.service'
+	sed 's|^ExecStart=/usr/bin/|ExecStart=$(BINDIR)/|' $(DIST)/passkeyd.service >'$(DESTDIR)$(SYSTEMDSYSTEMUNITDIR)/passkeyd.service'
+	install -D -m 0644 /dev/null '$(DESTDIR)$(SYSTEMDUSERUNITDIR)/passkeyctl-agent.service'
+	sed 's|^ExecStart=/usr/bin/|ExecStart=$(BINDIR)/|' cmd/passkeyctl/systemd/passkeyctl-agent.service >'$(DESTDIR)$(SYSTEMDUSERUNITDIR)/passkeyctl-agent.service'
+	install -D -m 0644 $(DIST)/60-passkeyd.rules '$(DESTDIR)$(UDEVRULESDIR)/60-passkeyd.rules'
+	install -D -m 0644 $(DIST)/passkeyd.sysusers '$(DESTDIR)$(SYSUSERSDIR)/passkeyd.conf'
+	install -D -m 0644 $(DIST)/modules-load.conf '$(DESTDIR)$(MODULESLOADDIR)/passkeyd.conf'
+	@echo
+	@echo "Installed. To start passkeyd, as root:"
+	@echo "  systemd-sysusers passkeyd.conf     # the passkeyd user and group"
+	@echo "  udevadm control --reload"
+	@echo "  modprobe uhid"
+	@echo "  udevadm trigger --settle --subsystem-match=misc --sysname-match=uhid"
+	@echo "  udevadm trigger --settle --subsystem-match=tpmrm"
+	@echo "  echo PASSKEYD_OWNER=YOUR_USER_NAME >/etc/default/passkeyd"
+	@echo "  systemctl daemon-reload"
+	@echo "  systemctl enable --now passkeyd"
+	@echo "then as yourself, in your desktop session:"
+	@echo "  systemctl --user daemon-reload"
+	@echo "  systemctl --user enable --now passkeyctl-agent"
+
+# uninstall removes exactly the files install put there. Stop the service
+# first (systemctl disable --now passkeyd); the passkeyd user, the owner
+# setting and the passkeys in /var/lib/passkeyd stay.
+uninstall:
+	rm -f $(foreach f,$(INSTALLED_FILES),'$(DESTDIR)$(f)')
+	@echo "Removed. The passkeyd user, /etc/default/passkeyd and the passkeys in /var/lib/passkeyd are kept."
