@@ -71,6 +71,10 @@ const (
 
 // Attester makes "tpm" attestation statements (ctap2/attest implements it).
 type Attester interface {
+	// CreateKey makes the key of a credential Statement will attest:
+	// relying parties parse its TPM public area, so its layout is the
+	// attester's business (tpm.TPM.CreateAttestableKey).
+	CreateKey(alg tpm.Algorithm) (tpm.KeyBlob, crypto.PublicKey, error)
 	Statement(authData, clientDataHash []byte, credKey tpm.KeyBlob) (format string, attStmt map[string]any, err error)
 	// StoredValues names the store values the attester keeps (its CA and
 	// attestation key): a reset leaves them, as it leaves a hardware

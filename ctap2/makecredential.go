@@ -139,7 +139,11 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	}
 	keyc := make(chan created, 1)
 	go func() {
-		blob, pub, err := a.tpm.CreateKey(alg)
+		create := a.tpm.CreateKey
+		if a.attestation == AttestationTPM {
+			create = a.attester.CreateKey
+		}
+		blob, pub, err := create(alg)
 		keyc <- created{blob, pub, err}
 	}()
 	// Step 14: user presence, unless built-in UV or the token already

@@ -42,6 +42,7 @@ type Info struct {
 	Credentials  int
 	Capacity     int
 	Algorithms   []int
+	Attestation  AttestationMode
 }
 
 // ErrManagementDenied wraps the reason a management request was refused.
@@ -58,7 +59,7 @@ func (a *Authenticator) Info() Info {
 	return Info{
 		AAGUID: AAGUID, PINSet: a.pinSet(), PINRetries: a.pin.retries, MinPINLength: a.cfg.MinPINLength,
 		AlwaysUV: a.cfg.AlwaysUV, BuiltInUV: a.builtInUV(), Credentials: a.store.CountCredentials(),
-		Capacity: a.capacity, Algorithms: algs,
+		Capacity: a.capacity, Algorithms: algs, Attestation: a.attestation,
 	}
 }
 

@@ -196,7 +196,7 @@ func parseBlob(blob []byte) (*object, error) {
 	default:
 		return nil, fmt.Errorf("%w: object type 0x%04x", ErrInvalidBlob, uint16(pub.Type))
 	}
-	if !bytes.Equal(tpm2.Marshal(want), pubArea) {
+	if !bytes.Equal(tpm2.Marshal(want), pubArea) && !isAttestableKey(want, pubArea) {
 		return nil, fmt.Errorf("%w: public area is not a passkeyd template", ErrInvalidBlob)
 	}
 	return o, nil
@@ -399,8 +399,9 @@ func (t *TPM) loadAndSign(o *object, digest []byte) (*tpm2.TPMTSignature, error)
 	rsp, err := tpm2.Sign{
 		KeyHandle: tpm2.AuthHandle{Handle: key.Handle, Name: key.Name, Auth: tpm2.PasswordAuth(nil)},
 		Digest:    tpm2.TPM2BDigest{Buffer: digest},
-		// NULL: use the key's own scheme (ECDSA or RSASSA, SHA-256).
-		InScheme: tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+		// ECDSA or RSASSA with SHA-256: the key's own scheme, or the only
+		// one we use for keys without one (attestableKeyTemplate).
+		InScheme: signScheme(o.alg),
 		// Unrestricted key: a NULL ticket is enough.
 		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
 	}.Execute(t.tpm)

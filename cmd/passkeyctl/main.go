@@ -42,7 +42,7 @@ Exit codes: 0 success, 1 error, 2 usage, 3 passkeyd not running,
 		},
 	})
 	root.AddCommand(newAgentCommand(&g), newPingCommand(&g), newListCommand(&g), newDeleteCommand(&g),
-		newInfoCommand(&g), newPINCommand(&g), newResetCommand(&g))
+		newInfoCommand(&g), newPINCommand(&g), newResetCommand(&g), newAttestationCommand(&g))
 	return root
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/ctap2"
+	"github.com/passkeyd/passkeyd/ctap2/attest"
 	"github.com/passkeyd/passkeyd/ctap2/control"
 	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
 	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
@@ -40,14 +41,15 @@ func newRootCommand() *cobra.Command {
 }
 
 type serveOptions struct {
-	stateDir  string
-	tpmSpec   string
-	transport string
-	prompt    string
-	pinentry  string
-	control   string
-	owner     string
-	logLevel  string
+	stateDir    string
+	tpmSpec     string
+	transport   string
+	prompt      string
+	pinentry    string
+	control     string
+	owner       string
+	attestation string
+	logLevel    string
 }
 
 func newServeCommand() *cobra.Command {
@@ -68,6 +70,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program for --prompt pinentry (default: pinentry on PATH)")
 	f.StringVar(&o.control, "control", control.DefaultPath, "control socket for passkeyctl and the prompt agent; empty disables it")
 	f.StringVar(&o.owner, "owner", "", "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
+	f.StringVar(&o.attestation, "attestation", string(ctap2.AttestationSelf), "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -86,6 +89,11 @@ func serve(ctx context.Context, o serveOptions) error {
 	prompter, err := parsePrompt(o, log)
 	if err != nil {
 		return err
+	}
+	switch ctap2.AttestationMode(o.attestation) {
+	case "", ctap2.AttestationSelf, ctap2.AttestationNone, ctap2.AttestationTPM:
+	default:
+		return fmt.Errorf("--attestation %q: want self, none or tpm", o.attestation)
 	}
 	owner, err := control.ParseOwner(o.owner)
 	if err != nil {
@@ -106,7 +114,17 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("open TPM %q: %w", o.tpmSpec, err)
 	}
 	defer t.Close()
-	auth, err := ctap2.New(ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log})
+	cfg := ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation)}
+	var attester *attest.TPMAttester
+	if cfg.Attestation == ctap2.AttestationTPM {
+		// Created once (the CA and the attestation key) and kept across
+		// restarts and resets: a fleet trusts the CA certificate.
+		if attester, err = attest.LoadTPMAttester(t, store, ctap2.AAGUID, time.Now()); err != nil {
+			return fmt.Errorf("--attestation tpm: %w", err)
+		}
+		cfg.Attester = attester
+	}
+	auth, err := ctap2.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -142,8 +160,12 @@ func serve(ctx context.Context, o serveOptions) error {
 		csrv.Handle("version", control.Anyone, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})
-		mgmt.Service{Auth: auth, TPM: t.Info(), Version: buildinfo.Version, StateDir: o.stateDir,
-			Transport: o.transport, Prompt: o.prompt}.Register(csrv, control.OwnerOrRoot(owner))
+		svc := mgmt.Service{Auth: auth, TPM: t.Info(), Version: buildinfo.Version, StateDir: o.stateDir,
+			Transport: o.transport, Prompt: o.prompt}
+		if attester != nil {
+			svc.AttestationCA = attester.CACertificate()
+		}
+		svc.Register(csrv, control.OwnerOrRoot(owner))
 		if a, ok := prompter.(*prompt.Agent); ok {
 			csrv.HandleStream("agent", control.OwnerOrRoot(owner), func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
 				log.Info("prompt agent connected", "uid", p.UID, "pid", p.PID)

@@ -20,6 +20,7 @@ func TestServeRefusesBadConfiguration(t *testing.T) {
 		{"unknown transport", serveOptions{stateDir: dir, tpmSpec: "sim", transport: "usb", prompt: "deny", logLevel: "info"}, `--transport "usb": unknown transport`},
 		{"udp without port", serveOptions{stateDir: dir, tpmSpec: "sim", transport: "udp:localhost", prompt: "deny", logLevel: "info"}, "want udp:HOST:PORT"},
 		{"bad prompt", serveOptions{stateDir: dir, tpmSpec: "sim", transport: "udp:127.0.0.1:0", prompt: "yes", logLevel: "info"}, `--prompt "yes"`},
+		{"bad attestation", serveOptions{stateDir: dir, tpmSpec: "sim", transport: "udp:127.0.0.1:0", prompt: "deny", attestation: "x509", logLevel: "info"}, `--attestation "x509": want self, none or tpm`},
 		{"bad log level", serveOptions{stateDir: dir, tpmSpec: "sim", transport: "udp:127.0.0.1:0", prompt: "deny", logLevel: "loud"}, `--log-level "loud"`},
 		{"bad tpm", serveOptions{stateDir: dir, tpmSpec: "unix:/nonexistent/sock", transport: "udp:127.0.0.1:0", prompt: "deny", logLevel: "error"}, `open TPM "unix:/nonexistent/sock"`},
 	} {

@@ -26,6 +26,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/passkeyd/passkeyd/ctap2"
+	"github.com/passkeyd/passkeyd/ctap2/attest"
 	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/keystore"
@@ -39,7 +40,11 @@ type rig struct {
 	client *client
 }
 
-func newRig(b *testing.B) *rig {
+func newRig(b *testing.B) *rig { return newRigAttesting(b, ctap2.AttestationSelf) }
+
+// newRigAttesting is newRig with an attestation mode (passkeyd serve
+// --attestation).
+func newRigAttesting(b *testing.B, mode ctap2.AttestationMode) *rig {
 	b.Helper()
 	dir := b.TempDir()
 	spec := os.Getenv("PASSKEYD_BENCH_TPM")
@@ -58,7 +63,13 @@ func newRig(b *testing.B) *rig {
 	b.Cleanup(func() { st.Close() })
 	// Presence granted at once: the benchmark measures the machine, not a
 	// person.
-	a, err := ctap2.New(ctap2.Config{TPM: t, Store: st, Prompt: prompt.ApproveAll{}})
+	cfg := ctap2.Config{TPM: t, Store: st, Prompt: prompt.ApproveAll{}, Attestation: mode}
+	if mode == ctap2.AttestationTPM {
+		if cfg.Attester, err = attest.LoadTPMAttester(t, st, ctap2.AAGUID, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	a, err := ctap2.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -176,6 +187,35 @@ func BenchmarkMakeCredential(b *testing.B) { benchmarkMakeCredential(b, false) }
 // BenchmarkMakeCredentialDiscoverable includes the durable store write
 // (an fsync) that a discoverable credential must cost.
 func BenchmarkMakeCredentialDiscoverable(b *testing.B) { benchmarkMakeCredential(b, true) }
+
+// BenchmarkMakeCredentialTPMAttestation: makeCredential with
+// --attestation tpm. The floor is the TPM work a "tpm" statement needs:
+// Create of the credential key, then Load of the attestation key and the
+// new key, Certify, Flush of both.
+func BenchmarkMakeCredentialTPMAttestation(b *testing.B) {
+	r := newRigAttesting(b, ctap2.AttestationTPM)
+	ak, _, err := r.tpm.CreateAttestationKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := sha256.Sum256([]byte("authData || clientDataHash"))
+	interleaved(b,
+		func() {
+			blob, _, err := r.tpm.CreateAttestableKey(tpm.ES256)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := r.tpm.Certify(ak, blob, h[:]); err != nil {
+				b.Fatal(err)
+			}
+		},
+		func() {
+			m := r.cbor(b, ctap2.CmdMakeCredential, mcParams(false))
+			if string(m[1]) != "\x63tpm" {
+				b.Fatalf("fmt %x, want tpm", []byte(m[1]))
+			}
+		})
+}
 
 // BenchmarkGetAssertionUV: a sign-in with user verification through
 // clientPIN, as browsers do it: getPinUvAuthTokenUsingPinWithPermissions

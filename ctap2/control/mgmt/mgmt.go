@@ -12,7 +12,16 @@ const (
 	OpDelete = "delete"
 	OpSetPIN = "pin.set"
 	OpReset  = "reset"
+	// OpAttestationCA answers AttestationCA.
+	OpAttestationCA = "attestation.ca"
 )
+
+// AttestationCA is the answer to OpAttestationCA: the local attestation
+// CA's certificate, which an organisation adds to its relying parties'
+// trusted roots.
+type AttestationCA struct {
+	Certificate []byte `json:"certificate"` // DER (base64 in JSON)
+}
 
 // Credential is one passkey as `passkeyctl list --json` prints it.
 type Credential struct {

@@ -24,6 +24,9 @@ type Service struct {
 	StateDir  string
 	Transport string
 	Prompt    string
+	// AttestationCA is the DER certificate of the "tpm" attestation CA;
+	// nil when the daemon does not attest with the TPM.
+	AttestationCA []byte
 }
 
 // Register adds passkeyctl's operations to the control socket. Listing is
@@ -44,8 +47,16 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 			TPM:    TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion},
 			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
 			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
-			Attestation: "self", StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
+			Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
 		}, nil
+	})
+	// The CA certificate is public, but like the rest it is served to
+	// root and the owner only: nobody else has business with this device.
+	srv.Handle(OpAttestationCA, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+		if s.AttestationCA == nil {
+			return nil, fmt.Errorf("this daemon attests with %q: only --attestation tpm has a CA", auth.Info().Attestation)
+		}
+		return AttestationCA{Certificate: s.AttestationCA}, nil
 	})
 	srv.Handle(OpList, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 		creds, err := auth.ListCredentials()
