@@ -26,52 +26,19 @@ import (
 // the credential templates), so Sign and Signer refuse them; parseAKBlob
 // accepts only them.
 func akTemplate() tpm2.TPMTPublic {
-	return tpm2.TPMTPublic{
-		Type:    tpm2.TPMAlgECC,
-		NameAlg: tpm2.TPMAlgSHA256,
-		ObjectAttributes: tpm2.TPMAObject{
-			FixedTPM:            true,
-			FixedParent:         true,
-			SensitiveDataOrigin: true,
-			UserWithAuth:        true,
-			NoDA:                true,
-			Restricted:          true,
-			SignEncrypt:         true,
-		},
-		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
-			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
-			Scheme: tpm2.TPMTECCScheme{
-				Scheme: tpm2.TPMAlgECDSA,
-				Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA,
-					&tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
-			},
-			CurveID: tpm2.TPMECCNistP256,
-			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
-		}),
-		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
-	}
+	// The ES256 credential key template (the same scheme, curve and
+	// attributes) plus restricted: the AK signs only TPM-made structures.
+	t, _ := keyTemplate(ES256)
+	t.ObjectAttributes.Restricted = true
+	return t
 }
 
 // parseAKBlob splits and checks an attestation key blob: its public area
 // must be akTemplate byte for byte (with some P-256 point as unique).
 func parseAKBlob(blob []byte) (*object, error) {
-	pubArea, rest, err := cut2B(blob, "TPM2B_PUBLIC")
+	o, pubArea, pub, err := splitBlob(blob)
 	if err != nil {
 		return nil, err
-	}
-	privArea, rest, err := cut2B(rest, "TPM2B_PRIVATE")
-	if err != nil {
-		return nil, err
-	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrInvalidBlob, len(rest))
-	}
-	if len(privArea) == 0 {
-		return nil, fmt.Errorf("%w: empty TPM2B_PRIVATE", ErrInvalidBlob)
-	}
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](pubArea)
-	if err != nil {
-		return nil, fmt.Errorf("%w: TPMT_PUBLIC: %v", ErrInvalidBlob, err)
 	}
 	if pub.Type != tpm2.TPMAlgECC {
 		return nil, fmt.Errorf("%w: attestation key: object type 0x%04x", ErrInvalidBlob, uint16(pub.Type))
@@ -89,12 +56,8 @@ func parseAKBlob(blob []byte) (*object, error) {
 	if !bytes.Equal(tpm2.Marshal(want), pubArea) {
 		return nil, fmt.Errorf("%w: public area is not the passkeyd attestation key template", ErrInvalidBlob)
 	}
-	return &object{
-		public:  tpm2.BytesAs2B[tpm2.TPMTPublic](pubArea),
-		private: tpm2.TPM2BPrivate{Buffer: privArea},
-		alg:     ES256,
-		pub:     key,
-	}, nil
+	o.alg, o.pub = ES256, key
+	return o, nil
 }
 
 // CreateAttestationKey makes a new attestation key under the storage
@@ -174,32 +137,20 @@ func (t *TPM) Certify(ak, key KeyBlob, qualifyingData []byte) (certInfo, signatu
 }
 
 func (t *TPM) loadAndCertify(ak, key *object, qualifyingData []byte) (*tpm2.CertifyResponse, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.tpm == nil {
-		return nil, errClosed
-	}
-	akH, err := t.load(ak)
-	if err != nil {
-		return nil, fmt.Errorf("attestation key: %w", err)
-	}
-	defer t.flush(akH.Handle)
-	keyH, err := t.load(key)
-	if err != nil {
-		return nil, err
-	}
-	defer t.flush(keyH.Handle)
-	rsp, err := tpm2.Certify{
-		ObjectHandle:   tpm2.AuthHandle{Handle: keyH.Handle, Name: keyH.Name, Auth: tpm2.PasswordAuth(nil)},
-		SignHandle:     tpm2.AuthHandle{Handle: akH.Handle, Name: akH.Name, Auth: tpm2.PasswordAuth(nil)},
-		QualifyingData: tpm2.TPM2BData{Buffer: qualifyingData},
-		// NULL: the AK's own scheme, ECDSA with SHA-256.
-		InScheme: tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
-	}.Execute(t.tpm)
-	if err != nil {
-		return nil, err
-	}
-	return rsp, nil
+	var rsp *tpm2.CertifyResponse
+	err := t.withLoaded("attestation key and credential key", func(h []tpm2.NamedHandle) error {
+		akH, keyH := h[0], h[1]
+		var err error
+		rsp, err = tpm2.Certify{
+			ObjectHandle:   tpm2.AuthHandle{Handle: keyH.Handle, Name: keyH.Name, Auth: tpm2.PasswordAuth(nil)},
+			SignHandle:     tpm2.AuthHandle{Handle: akH.Handle, Name: akH.Name, Auth: tpm2.PasswordAuth(nil)},
+			QualifyingData: tpm2.TPM2BData{Buffer: qualifyingData},
+			// NULL: the AK's own scheme, ECDSA with SHA-256.
+			InScheme: tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+		}.Execute(t.tpm)
+		return err
+	}, ak, key)
+	return rsp, err
 }
 
 // PublicArea returns the marshalled TPMT_PUBLIC of a credential key blob,

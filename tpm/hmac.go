@@ -60,23 +60,18 @@ func (t *TPM) HMAC(key KeyBlob, data []byte) ([]byte, error) {
 	if !o.hmac {
 		return nil, fmt.Errorf("hmac: %w: not an HMAC key", ErrInvalidBlob)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.tpm == nil {
-		return nil, errClosed
-	}
-	h, err := t.load(o)
-	if err != nil {
-		return nil, fmt.Errorf("hmac: %w", err)
-	}
-	defer t.flush(h.Handle)
-	rsp, err := tpm2.Hmac{
-		Handle:  tpm2.AuthHandle{Handle: h.Handle, Name: h.Name, Auth: tpm2.PasswordAuth(nil)},
-		Buffer:  tpm2.TPM2BMaxBuffer{Buffer: data},
-		HashAlg: tpm2.TPMAlgSHA256,
-	}.Execute(t.tpm)
-	if err != nil {
-		return nil, fmt.Errorf("hmac: %w", err)
-	}
-	return rsp.OutHMAC.Buffer, nil
+	var mac []byte
+	err = t.withLoaded("hmac", func(h []tpm2.NamedHandle) error {
+		rsp, err := tpm2.Hmac{
+			Handle:  tpm2.AuthHandle{Handle: h[0].Handle, Name: h[0].Name, Auth: tpm2.PasswordAuth(nil)},
+			Buffer:  tpm2.TPM2BMaxBuffer{Buffer: data},
+			HashAlg: tpm2.TPMAlgSHA256,
+		}.Execute(t.tpm)
+		if err != nil {
+			return fmt.Errorf("hmac: %w", err)
+		}
+		mac = rsp.OutHMAC.Buffer
+		return nil
+	}, o)
+	return mac, err
 }

@@ -122,27 +122,9 @@ type object struct {
 // attributes and scheme (a blob cannot smuggle in, say, a decrypt key) and
 // rejects trailing or non-canonical bytes.
 func parseBlob(blob []byte) (*object, error) {
-	pubArea, rest, err := cut2B(blob, "TPM2B_PUBLIC")
+	o, pubArea, pub, err := splitBlob(blob)
 	if err != nil {
 		return nil, err
-	}
-	privArea, rest, err := cut2B(rest, "TPM2B_PRIVATE")
-	if err != nil {
-		return nil, err
-	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrInvalidBlob, len(rest))
-	}
-	if len(privArea) == 0 {
-		return nil, fmt.Errorf("%w: empty TPM2B_PRIVATE", ErrInvalidBlob)
-	}
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](pubArea)
-	if err != nil {
-		return nil, fmt.Errorf("%w: TPMT_PUBLIC: %v", ErrInvalidBlob, err)
-	}
-	o := &object{
-		public:  tpm2.BytesAs2B[tpm2.TPMTPublic](pubArea),
-		private: tpm2.TPM2BPrivate{Buffer: privArea},
 	}
 	var want tpm2.TPMTPublic
 	switch pub.Type {
@@ -200,6 +182,36 @@ func parseBlob(blob []byte) (*object, error) {
 		return nil, fmt.Errorf("%w: public area is not a passkeyd template", ErrInvalidBlob)
 	}
 	return o, nil
+}
+
+// splitBlob splits a KeyBlob into its TPM2B_PUBLIC and TPM2B_PRIVATE
+// (nothing may follow them) and decodes the public area. The returned object
+// has only public and private set; the caller checks pub against its
+// template and fills in the rest.
+func splitBlob(blob []byte) (o *object, pubArea []byte, pub *tpm2.TPMTPublic, err error) {
+	pubArea, rest, err := cut2B(blob, "TPM2B_PUBLIC")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	privArea, rest, err := cut2B(rest, "TPM2B_PRIVATE")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(rest) != 0 {
+		return nil, nil, nil, fmt.Errorf("%w: %d trailing bytes", ErrInvalidBlob, len(rest))
+	}
+	if len(privArea) == 0 {
+		return nil, nil, nil, fmt.Errorf("%w: empty TPM2B_PRIVATE", ErrInvalidBlob)
+	}
+	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](pubArea)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: TPMT_PUBLIC: %v", ErrInvalidBlob, err)
+	}
+	o = &object{
+		public:  tpm2.BytesAs2B[tpm2.TPMTPublic](pubArea),
+		private: tpm2.TPM2BPrivate{Buffer: privArea},
+	}
+	return o, pubArea, pub, nil
 }
 
 // cut2B splits a TPM2B (big-endian uint16 size, then that many bytes) off b.
@@ -322,6 +334,32 @@ func (t *TPM) load(o *object) (tpm2.NamedHandle, error) {
 	return tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name}, nil
 }
 
+// withLoaded holds the TPM, loads objs under the storage primary key, runs
+// f with their handles (in the order of objs) and flushes them all: the
+// load, use, flush that every operation on a blob repeats. A load error is
+// wrapped with what; f's errors are returned as they are.
+func (t *TPM) withLoaded(what string, f func(h []tpm2.NamedHandle) error, objs ...*object) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tpm == nil {
+		return errClosed
+	}
+	hs := make([]tpm2.NamedHandle, 0, len(objs))
+	defer func() {
+		for _, h := range hs {
+			t.flush(h.Handle)
+		}
+	}()
+	for _, o := range objs {
+		h, err := t.load(o)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		hs = append(hs, h)
+	}
+	return f(hs)
+}
+
 // flush frees a transient handle. A failure is logged, not returned: the
 // operation itself succeeded, and the handle is reclaimed at the next Open
 // (stale flush) or by the resource manager.
@@ -386,29 +424,24 @@ func (t *TPM) sign(o *object, digest []byte) ([]byte, error) {
 }
 
 func (t *TPM) loadAndSign(o *object, digest []byte) (*tpm2.TPMTSignature, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.tpm == nil {
-		return nil, errClosed
-	}
-	key, err := t.load(o)
-	if err != nil {
-		return nil, err
-	}
-	defer t.flush(key.Handle)
-	rsp, err := tpm2.Sign{
-		KeyHandle: tpm2.AuthHandle{Handle: key.Handle, Name: key.Name, Auth: tpm2.PasswordAuth(nil)},
-		Digest:    tpm2.TPM2BDigest{Buffer: digest},
-		// ECDSA or RSASSA with SHA-256: the key's own scheme, or the only
-		// one we use for keys without one (attestableKeyTemplate).
-		InScheme: signScheme(o.alg),
-		// Unrestricted key: a NULL ticket is enough.
-		Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
-	}.Execute(t.tpm)
-	if err != nil {
-		return nil, fmt.Errorf("sign: %w", err)
-	}
-	return &rsp.Signature, nil
+	var sig *tpm2.TPMTSignature
+	err := t.withLoaded("sign", func(h []tpm2.NamedHandle) error {
+		rsp, err := tpm2.Sign{
+			KeyHandle: tpm2.AuthHandle{Handle: h[0].Handle, Name: h[0].Name, Auth: tpm2.PasswordAuth(nil)},
+			Digest:    tpm2.TPM2BDigest{Buffer: digest},
+			// ECDSA or RSASSA with SHA-256: the key's own scheme, or the
+			// only one we use for keys without one (attestableKeyTemplate).
+			InScheme: signScheme(o.alg),
+			// Unrestricted key: a NULL ticket is enough.
+			Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
+		}.Execute(t.tpm)
+		if err != nil {
+			return fmt.Errorf("sign: %w", err)
+		}
+		sig = &rsp.Signature
+		return nil
+	}, o)
+	return sig, err
 }
 
 // Seal stores up to 128 bytes of secret in a sealed data object (keyedHash,
@@ -446,23 +479,18 @@ func (t *TPM) Unseal(blob KeyBlob) ([]byte, error) {
 		// count as a wrong PIN against the TPM-wide lockout.
 		return nil, fmt.Errorf("unseal: %w: PIN object, use UnsealWithPIN", ErrInvalidBlob)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.tpm == nil {
-		return nil, errClosed
-	}
-	h, err := t.load(o)
-	if err != nil {
-		return nil, fmt.Errorf("unseal: %w", err)
-	}
-	defer t.flush(h.Handle)
-	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: h.Handle, Name: h.Name, Auth: tpm2.PasswordAuth(nil)},
-	}.Execute(t.tpm)
-	if err != nil {
-		return nil, fmt.Errorf("unseal: %w", err)
-	}
-	return rsp.OutData.Buffer, nil
+	var secret []byte
+	err = t.withLoaded("unseal", func(h []tpm2.NamedHandle) error {
+		rsp, err := tpm2.Unseal{
+			ItemHandle: tpm2.AuthHandle{Handle: h[0].Handle, Name: h[0].Name, Auth: tpm2.PasswordAuth(nil)},
+		}.Execute(t.tpm)
+		if err != nil {
+			return fmt.Errorf("unseal: %w", err)
+		}
+		secret = rsp.OutData.Buffer
+		return nil
+	}, o)
+	return secret, err
 }
 
 // Signer returns a crypto.Signer over a key blob (for self-signed

@@ -186,25 +186,20 @@ func (t *TPM) UnsealWithPIN(blob KeyBlob, pinAuth []byte) ([]byte, error) {
 	auth := pinAuthValue(pinAuth)
 	defer clear(auth)
 
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.tpm == nil {
-		return nil, errClosed
-	}
-	h, err := t.load(o)
-	if err != nil {
-		return nil, fmt.Errorf("unseal with PIN: %w", err)
-	}
-	defer t.flush(h.Handle)
-	sess := t.saltedSession(auth, tpm2.AESEncryption(128, tpm2.EncryptOut))
-	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: h.Handle, Name: h.Name, Auth: sess},
-	}.Execute(t.tpm)
-	t.flushSession(sess)
-	if err != nil {
-		return nil, t.pinError("unseal with PIN", err)
-	}
-	return rsp.OutData.Buffer, nil
+	var secret []byte
+	err = t.withLoaded("unseal with PIN", func(h []tpm2.NamedHandle) error {
+		sess := t.saltedSession(auth, tpm2.AESEncryption(128, tpm2.EncryptOut))
+		rsp, err := tpm2.Unseal{
+			ItemHandle: tpm2.AuthHandle{Handle: h[0].Handle, Name: h[0].Name, Auth: sess},
+		}.Execute(t.tpm)
+		t.flushSession(sess)
+		if err != nil {
+			return t.pinError("unseal with PIN", err)
+		}
+		secret = rsp.OutData.Buffer
+		return nil
+	}, o)
+	return secret, err
 }
 
 // saltedSession is a one-shot HMAC session (SHA-256, 16-byte nonces) salted
