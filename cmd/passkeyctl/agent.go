@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,8 +36,9 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 type agentOptions struct {
-	pinentry string
-	terminal bool
+	pinentry   string
+	terminal   bool
+	daemonUser string
 }
 
 func newAgentCommand(g *globalOptions) *cobra.Command {
@@ -46,9 +50,16 @@ func newAgentCommand(g *globalOptions) *cobra.Command {
 security key (register, sign in, PIN) to the person at this session:
 through pinentry (the session's flavour), or on this terminal with
 --terminal. It reconnects when the daemon restarts. passkeyd accepts the
-agent only from root and from the user given to its --owner flag.`,
+agent only from root and from the user given to its --owner flag.
+
+The agent in turn shows prompts only from a daemon it trusts: one running
+as root, as you, as the system user "passkeyd" (the shipped unit's User=)
+when that account exists, or as the user given to --daemon-user. A control
+socket served by anyone else could be phishing for the PIN: the agent
+refuses it and exits with status 78.`,
 		Example: `  systemctl --user enable --now passkeyctl-agent.service
-  passkeyctl agent --terminal`,
+  passkeyctl agent --terminal
+  passkeyctl agent --daemon-user 990    # a daemon running as uid 990`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.terminal && o.pinentry != "" {
@@ -65,8 +76,12 @@ agent only from root and from the user given to its --owner flag.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			trust, err := newServerTrust(o.daemonUser)
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			err := runAgent(ctx, g.control, ui, log)
+			err = runAgentTrusting(ctx, g.control, ui, log, trust)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -79,12 +94,90 @@ agent only from root and from the user given to its --owner flag.`,
 	f := cmd.Flags()
 	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program to show prompts with (default: pinentry on PATH)")
 	f.BoolVar(&o.terminal, "terminal", false, "ask on this terminal instead of through pinentry")
+	f.StringVar(&o.daemonUser, "daemon-user", "", "also trust a daemon running as this user (name or uid); root, you and the \""+serviceUser+"\" account are always trusted")
 	return cmd
 }
 
-// errUntrusted: the socket is served by a user who is neither root nor
-// us. Such a process could be phishing for the PIN, so nothing is shown.
+// errUntrusted: the socket is served by a user the agent does not trust.
+// Such a process could be phishing for the PIN, so nothing is shown.
 var errUntrusted = errors.New("untrusted control socket")
+
+// serviceUser is the account the shipped system unit runs passkeyd as
+// (cmd/passkeyd/dist: User=passkeyd, created by sysusers.d).
+const serviceUser = "passkeyd"
+
+// lookupUser resolves a user name; a variable so that tests can stand in
+// for /etc/passwd.
+var lookupUser = user.Lookup
+
+// trustedUID is a uid the agent shows prompts for, and why.
+type trustedUID struct {
+	uid  uint32
+	what string
+}
+
+// serverTrust decides which users a control socket may be served by for
+// the agent to show its prompts: root, the agent's own user, the service
+// account and an explicitly named daemon user.
+type serverTrust struct {
+	self    uint32
+	daemons []trustedUID
+}
+
+// newServerTrust is the trust of `passkeyctl agent --daemon-user
+// daemonUser` (empty: none given): root, this process's user, the
+// "passkeyd" account when it exists, and daemonUser, which must resolve.
+func newServerTrust(daemonUser string) (serverTrust, error) {
+	t := serverTrust{self: uint32(os.Getuid())}
+	if u, err := lookupUser(serviceUser); err == nil {
+		if uid, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+			t.daemons = append(t.daemons, trustedUID{uint32(uid), "the " + serviceUser + " service user"})
+		}
+	}
+	if daemonUser != "" {
+		uid, err := resolveUser(daemonUser)
+		if err != nil {
+			return serverTrust{}, fmt.Errorf("--daemon-user: %w", err)
+		}
+		t.daemons = append(t.daemons, trustedUID{uid, "--daemon-user " + daemonUser})
+	}
+	return t, nil
+}
+
+// resolveUser turns a user name or a numeric uid into a uid. A number is
+// taken as a uid whether or not an account has it (a unit's User= may be
+// dynamic, a container's user unnamed).
+func resolveUser(s string) (uint32, error) {
+	if uid, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(uid), nil
+	}
+	u, err := lookupUser(s)
+	if err != nil {
+		return 0, fmt.Errorf("no user %q", s)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("user %q has a non-numeric uid %q", s, u.Uid)
+	}
+	return uint32(uid), nil
+}
+
+// check returns nil when a socket at path served by uid is trusted, and
+// errUntrusted naming who would be trusted otherwise.
+func (t serverTrust) check(path string, uid uint32) error {
+	if uid == 0 || uid == t.self {
+		return nil
+	}
+	trusted := []string{"root", fmt.Sprintf("you (uid %d)", t.self)}
+	for _, d := range t.daemons {
+		if uid == d.uid {
+			return nil
+		}
+		trusted = append(trusted, fmt.Sprintf("%s (uid %d)", d.what, d.uid))
+	}
+	return fmt.Errorf("%w: %s is served by uid %d; trusted are %s: refusing to show its prompts (if passkeyd really runs as that user, pass --daemon-user)",
+		errUntrusted, path, uid, strings.Join(trusted, ", "))
+}
 
 // Reconnection backoff: quick at first, so that a prompt right after the
 // daemon restarts finds the agent, and bounded, so that an agent waiting
@@ -94,13 +187,23 @@ var (
 	maxBackoff = 30 * time.Second
 )
 
-// runAgent keeps an agent session with the daemon at path, reconnecting
-// with backoff, until ctx is done or the daemon refuses the agent.
+// runAgent is runAgentTrusting with the default trust (no --daemon-user).
 func runAgent(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger) error {
+	trust, err := newServerTrust("")
+	if err != nil {
+		return err
+	}
+	return runAgentTrusting(ctx, path, ui, log, trust)
+}
+
+// runAgentTrusting keeps an agent session with the daemon at path,
+// reconnecting with backoff, until ctx is done, the daemon refuses the
+// agent or the agent refuses the daemon (trust).
+func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger, trust serverTrust) error {
 	backoff := minBackoff
 	reported := ""
 	for {
-		connected, err := agentSession(ctx, path, ui, log)
+		connected, err := agentSession(ctx, path, ui, log, trust)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -133,14 +236,14 @@ func runAgent(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Lo
 
 // agentSession runs one connection; connected reports whether the daemon
 // accepted the agent.
-func agentSession(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger) (connected bool, err error) {
+func agentSession(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger, trust serverTrust) (connected bool, err error) {
 	cl, err := control.Dial(path)
 	if err != nil {
 		return false, err
 	}
-	if srv := cl.Server(); srv.UID != 0 && int64(srv.UID) != int64(os.Getuid()) {
+	if err := trust.check(path, cl.Server().UID); err != nil {
 		cl.Close()
-		return false, fmt.Errorf("%w: %s is served by uid %d, neither root nor you: refusing to show its prompts", errUntrusted, path, srv.UID)
+		return false, err
 	}
 	st, err := cl.Stream("agent", nil)
 	if err != nil {

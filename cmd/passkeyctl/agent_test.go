@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,6 +29,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv("PASSKEYCTL_TEST_DAEMON"); path != "" {
+		serveForeignDaemon(path)
+		return
+	}
 	d, err := os.MkdirTemp("", "passkeyctl-test")
 	if err != nil {
 		panic(err)
@@ -425,4 +430,196 @@ func TestAgentFlags(t *testing.T) {
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "exclude each other") {
 		t.Errorf("--terminal with --pinentry: %v", err)
 	}
+}
+
+// stubUsers makes lookupUser see only the accounts in users (name -> uid)
+// for the rest of the test.
+func stubUsers(t *testing.T, users map[string]string) {
+	t.Helper()
+	old := lookupUser
+	lookupUser = func(name string) (*user.User, error) {
+		if uid, ok := users[name]; ok {
+			return &user.User{Username: name, Uid: uid}, nil
+		}
+		return nil, user.UnknownUserError(name)
+	}
+	t.Cleanup(func() { lookupUser = old })
+}
+
+// TestServerTrust is the agent's decision whom to show prompts for: root,
+// itself, the passkeyd service account when it exists, --daemon-user;
+// anyone else is refused (a socket that could be phishing for the PIN).
+func TestServerTrust(t *testing.T) {
+	self := uint32(os.Getuid())
+	for _, tc := range []struct {
+		name       string
+		users      map[string]string
+		daemonUser string
+		trusted    []uint32
+		refused    []uint32
+		wantErr    string // from newServerTrust
+	}{
+		// The shipped layout: the unit's User=passkeyd, found in passwd.
+		{name: "service account", users: map[string]string{"passkeyd": "990"}, trusted: []uint32{0, self, 990}, refused: []uint32{991, 65534, 1000}},
+		// No passkeyd account: only root and the agent's own user.
+		{name: "no service account", trusted: []uint32{0, self}, refused: []uint32{990, 65534}},
+		{name: "--daemon-user uid", daemonUser: "4242", trusted: []uint32{0, self, 4242}, refused: []uint32{990, 4243}},
+		{name: "--daemon-user name", users: map[string]string{"fido": "777"}, daemonUser: "fido", trusted: []uint32{0, self, 777}, refused: []uint32{990}},
+		{name: "--daemon-user and the service account", users: map[string]string{"passkeyd": "990"}, daemonUser: "991", trusted: []uint32{990, 991}, refused: []uint32{992}},
+		{name: "--daemon-user unknown", daemonUser: "nosuchuser", wantErr: `--daemon-user: no user "nosuchuser"`},
+		{name: "--daemon-user with a non-numeric uid", users: map[string]string{"odd": "S-1-5"}, daemonUser: "odd", wantErr: `--daemon-user: user "odd" has a non-numeric uid "S-1-5"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stubUsers(t, tc.users)
+			trust, err := newServerTrust(tc.daemonUser)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("newServerTrust(%q) = %v, want %q", tc.daemonUser, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, uid := range tc.trusted {
+				if err := trust.check("/run/passkeyd/control.sock", uid); err != nil {
+					t.Errorf("uid %d refused: %v", uid, err)
+				}
+			}
+			for _, uid := range tc.refused {
+				if uid == self {
+					continue
+				}
+				err := trust.check("/run/passkeyd/control.sock", uid)
+				if !errors.Is(err, errUntrusted) {
+					t.Errorf("uid %d: %v, want errUntrusted", uid, err)
+					continue
+				}
+				if want := fmt.Sprintf("untrusted control socket: /run/passkeyd/control.sock is served by uid %d; trusted are root, you (uid %d)", uid, self); !strings.HasPrefix(err.Error(), want) {
+					t.Errorf("uid %d: message %q, want it to start %q", uid, err, want)
+				}
+			}
+		})
+	}
+	// The message names each trusted account, so that whoever reads the
+	// journal knows what to pass.
+	stubUsers(t, map[string]string{"passkeyd": "990"})
+	trust, err := newServerTrust("4242")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("untrusted control socket: /s is served by uid 12345; trusted are root, you (uid %d), the passkeyd service user (uid 990), --daemon-user 4242 (uid 4242): refusing to show its prompts (if passkeyd really runs as that user, pass --daemon-user)", self)
+	if self != 12345 {
+		if err := trust.check("/s", 12345); err == nil || err.Error() != want {
+			t.Errorf("check = %v\nwant %s", err, want)
+		}
+	}
+}
+
+// serveForeignDaemon is the child process of TestAgentForeignDaemon: a
+// control server with the agent operation at path, running as whatever
+// uid the parent gave it, until its standard input closes.
+func serveForeignDaemon(path string) {
+	srv := control.NewServer(nil)
+	a := &prompt.Agent{}
+	srv.HandleStream("agent", control.Anyone, func(ctx context.Context, _ control.Peer, _ json.RawMessage, s *control.Stream) error {
+		return a.Attach(ctx, s)
+	})
+	ln, err := control.Listen(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	fmt.Println("listening")
+	if err := srv.Serve(ctx, ln); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// TestAgentForeignDaemon runs a control socket as another uid (this test
+// binary re-executed as uid 64123, which needs root): the agent refuses it
+// and `passkeyctl agent` exits 78 without showing anything, unless
+// --daemon-user names that uid.
+func TestAgentForeignDaemon(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run the daemon side as another uid (TestServerTrust covers the decision)")
+	}
+	const foreign = 64123
+	stubUsers(t, nil)
+	path := socketPath(t)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Dir(filepath.Dir(path)), filepath.Dir(path)} {
+		if err := os.Chown(d, foreign, foreign); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary's directory is root's alone: run a copy.
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(filepath.Dir(path), "passkeyctl.test")
+	if err := os.WriteFile(exe, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "PASSKEYCTL_TEST_DAEMON="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: foreign, Gid: foreign}}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	line := make([]byte, len("listening\n"))
+	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "listening\n" {
+		t.Fatalf("the foreign daemon did not start: %q, %v; stderr: %s", line, err, stderr.String())
+	}
+
+	ui, log := fakeUI(t, "FAKE_PIN=0000")
+	var out syncBuffer
+	root := newRootCommand()
+	root.SetArgs([]string{"--control", path, "agent", "--pinentry", ui.Path})
+	root.SetOut(&out)
+	root.SetErr(&out)
+	err = root.Execute()
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitConfig || !errors.Is(err, errUntrusted) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("is served by uid %d; trusted are root", foreign)) {
+		t.Errorf("passkeyctl agent against uid %d = %v, want errUntrusted and exit status %d", foreign, err, exitConfig)
+	}
+	if _, err := os.Stat(log); err == nil {
+		t.Errorf("the pinentry ran for an untrusted daemon:\n%s", readLog(t, log))
+	}
+
+	// Named with --daemon-user, the same daemon gets the agent.
+	trust, err := newServerTrust(strconv.Itoa(foreign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	go runAgentTrusting(ctx, path, ui, slog.New(slog.NewTextHandler(logs, nil)), trust)
+	waitFor(t, "the agent to connect", func() bool { return strings.Contains(logs.String(), "connected to passkeyd") })
 }
