@@ -80,6 +80,12 @@ type pinState struct {
 	// tokenProtocol is the protocol the token was issued over: it is
 	// verified only with that protocol's MAC length.
 	tokenProtocol int
+	// tokenAccount is the credential ID of the account that the prompt
+	// issuing the token named (built-in UV for a getAssertion token when
+	// the RP had exactly one discoverable credential); nil otherwise.
+	// getAssertion reports userSelected for it while the token's presence
+	// lasts.
+	tokenAccount []byte
 }
 
 // sealedPINData is what the PIN object seals: a 32-byte secret that only
@@ -443,6 +449,7 @@ func (a *Authenticator) issueToken(p pinuv.Protocol, s pinuv.SharedSecret, perms
 	if err := a.pin.token.Reset(); err != nil {
 		return nil, err
 	}
+	a.pin.tokenAccount = nil
 	a.pin.token.Begin(userPresent, perms, rpID)
 	a.pin.tokenProtocol = p.Version()
 	enc, err := p.Encrypt(s, a.pin.token.Value())
@@ -532,9 +539,23 @@ func (a *Authenticator) getPinUvAuthTokenUsingUv(ctx context.Context, req *Clien
 	if req.RPID != nil {
 		rpID = *req.RPID
 	}
-	if err := a.verifyUser(ctx, prompt.Request{Operation: prompt.OpVerify, RPID: rpID}); err != nil {
+	// A token for signing in to an RP with a single passkey: the prompt
+	// names that account, so typing the PIN chooses it (userSelected).
+	var account *keystore.Credential
+	if rpID != "" && perms&pinuv.PermGetAssertion != 0 && perms&pinuv.PermMakeCredential == 0 {
+		account = a.soleAccount(rpID)
+	}
+	pr := prompt.Request{Operation: prompt.OpVerify, RPID: rpID}
+	if account != nil {
+		pr.UserName = account.UserName
+	}
+	if err := a.verifyUser(ctx, pr); err != nil {
 		return nil, err
 	}
 	// Typing the PIN into the prompt is also presence.
-	return a.issueToken(p, s, perms, rpID, true)
+	resp, err := a.issueToken(p, s, perms, rpID, true)
+	if err == nil && account != nil {
+		a.pin.tokenAccount = account.ID
+	}
+	return resp, err
 }

@@ -1,6 +1,7 @@
 package ctap2
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -65,6 +66,16 @@ func (a *Authenticator) findCredential(id, rpIDHash []byte, uv bool) (assertionC
 	return c, true
 }
 
+// soleAccount returns the RP's discoverable credential when it has exactly
+// one with a user name a prompt can show, else nil.
+func (a *Authenticator) soleAccount(rpID string) *keystore.Credential {
+	stored, err := a.store.CredentialsByRP(rpID)
+	if err != nil || len(stored) != 1 || stored[0].UserName == "" {
+		return nil
+	}
+	return stored[0]
+}
+
 // getAssertion is authenticatorGetAssertion (CTAP 2.1 §6.2.2).
 func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte, error) {
 	var req GetAssertionRequest
@@ -94,6 +105,25 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	if err != nil {
 		return nil, err
 	}
+	// Without an allow list the RP's discoverable credentials are read
+	// before the PIN/UV steps, so that a UV prompt can name the account
+	// when there is only one.
+	discoverable := len(req.AllowList) == 0
+	var stored []*keystore.Credential
+	if discoverable {
+		stored, err = a.store.CredentialsByRP(rpID)
+		if err != nil {
+			// A damaged record costs only itself: serve the readable ones.
+			if !errors.Is(err, keystore.ErrCorrupt) {
+				return nil, fmt.Errorf("list credentials: %w", err)
+			}
+			a.log.Error("some credentials of this RP are unreadable", "err", err)
+		}
+	}
+	uvPrompt := prompt.Request{Operation: prompt.OpSignIn, RPID: rpID}
+	if len(stored) == 1 {
+		uvPrompt.UserName = stored[0].UserName
+	}
 	auth, err := a.authorize(ctx, authRequest{
 		rpID:              rpID,
 		clientDataHash:    req.ClientDataHash,
@@ -101,7 +131,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 		pinUvAuthProtocol: req.PinUvAuthProtocol,
 		uvOption:          uvOption,
 		permission:        pinuv.PermGetAssertion,
-		prompt:            prompt.Request{Operation: prompt.OpSignIn, RPID: rpID},
+		prompt:            uvPrompt,
 	})
 	if err != nil {
 		return nil, err
@@ -110,7 +140,6 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 
 	// Step 7: locate the applicable credentials.
 	var creds []assertionCredential
-	discoverable := len(req.AllowList) == 0
 	if !discoverable {
 		for _, d := range req.AllowList {
 			if d.Type == nil || d.ID == nil {
@@ -124,14 +153,6 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 			}
 		}
 	} else {
-		stored, err := a.store.CredentialsByRP(rpID)
-		if err != nil {
-			// A damaged record costs only itself: serve the readable ones.
-			if !errors.Is(err, keystore.ErrCorrupt) {
-				return nil, fmt.Errorf("list credentials: %w", err)
-			}
-			a.log.Error("some credentials of this RP are unreadable", "err", err)
-		}
 		for _, s := range stored {
 			// Without an allow list, credProtect 2 and 3 both need UV.
 			if s.CredProtect >= credProtectUVOptionalWithList && !uv {
@@ -144,9 +165,18 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 		return nil, ErrNoCredentials
 	}
 	// Step 9: user presence, unless the RP asked for a silent assertion.
+	// selected: the presence came from a prompt that named the one
+	// account found, approved by a person (CTAP 2.1 userSelected).
+	one := discoverable && len(creds) == 1 && creds[0].stored != nil
+	selected := false
 	flags := uvFlag(uv)
 	if up && auth.up {
 		flags |= flagUP
+		if auth.tokenUsed {
+			selected = one && bytes.Equal(a.pin.tokenAccount, creds[0].id)
+		} else {
+			selected = one && uvPrompt.UserName != "" && bytes.Equal(stored[0].ID, creds[0].id)
+		}
 	} else if up {
 		name := ""
 		if len(creds) == 1 && creds[0].stored != nil {
@@ -156,14 +186,19 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 			return nil, err
 		}
 		flags |= flagUP
+		selected = one && name != ""
 	}
 	if up {
 		a.consumeToken(auth, false)
+	}
+	if _, approveAll := a.prompter.(prompt.ApproveAll); approveAll {
+		selected = false // it asks nobody: nothing was chosen
 	}
 	resp, err := a.assert(creds[0], rpIDHash[:], req.ClientDataHash, flags, uv, exts)
 	if err != nil {
 		return nil, err
 	}
+	resp.UserSelected = selected
 	// numberOfCredentials "defaults to one" (CTAP 2.1 §6.2.2): sent only
 	// when the platform has to pick among several accounts.
 	if discoverable {

@@ -97,7 +97,12 @@ type GetAssertionResponse struct {
 	Signature           []byte                  `cbor:"3,keyasint"`
 	User                *userEntityOut          `cbor:"4,keyasint,omitempty"`
 	NumberOfCredentials int                     `cbor:"5,keyasint,omitempty"`
-	LargeBlobKey        []byte                  `cbor:"7,keyasint,omitempty"`
+	// UserSelected (CTAP 2.1 §6.2.2): the person chose this credential
+	// on the authenticator (our prompt named the account and was
+	// approved), so the platform need not ask again. Only in a response
+	// to a discoverable request with exactly one credential.
+	UserSelected bool   `cbor:"6,keyasint,omitempty"`
+	LargeBlobKey []byte `cbor:"7,keyasint,omitempty"`
 }
 
 // algorithmOut is one entry of getInfo's algorithms list.
