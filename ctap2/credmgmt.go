@@ -58,6 +58,10 @@ type CredMgmtResponse struct {
 	PublicKey                                    cbor.RawMessage          `cbor:"8,keyasint,omitempty"`
 	TotalCredentials                             int                      `cbor:"9,keyasint,omitempty"`
 	CredProtect                                  int                      `cbor:"10,keyasint,omitempty"`
+	// LargeBlobKey (CTAP 2.1 §6.8.4): the credential's largeBlobKey, for
+	// platforms that find a credential's large blob by enumerating
+	// (libfido2's fido2-token -S/-G/-D -b -n RPID).
+	LargeBlobKey []byte `cbor:"11,keyasint,omitempty"`
 }
 
 type rpEntityOut struct {
@@ -259,6 +263,7 @@ func (a *Authenticator) cmCredential(c *keystore.Credential) (*CredMgmtResponse,
 		CredentialID: &credentialDescriptorOut{ID: c.ID, Type: credentialTypePublicKey},
 		PublicKey:    cose,
 		CredProtect:  max(c.CredProtect, credProtectUVOptional),
+		LargeBlobKey: c.LargeBlobKey,
 	}, nil
 }
 
