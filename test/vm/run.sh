@@ -9,13 +9,19 @@
 # the serial console; this script prints them, then "N passed, M failed",
 # and exits non-zero on any failure, a missing result or a timeout.
 #
-# Usage: test/vm/run.sh   (make e2e; go test ./test/vm)
+# Usage: test/vm/run.sh          (make e2e; go test ./test/vm)
+#        test/vm/run.sh --demo   (make demo on a machine without /dev/uhid)
+#
+# --demo boots the same VM but runs test/demo/demo.sh in it (guest/demo.sh):
+# the walkthrough a newcomer sees, printed without the VM's own lines.
 #
 # Environment:
 #   PASSKEYD_BIN=PATH       daemon to test instead of building ./cmd/passkeyd
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
 #   PASSKEYD_VM_TIMEOUT=S   bound on the whole VM run (default 420 s)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, swtpm log)
+#   PASSKEYD_VM_GUEST=PATH  run this script in the guest instead of
+#                           guest/e2e.sh (arguments: work dir, repository)
 #   VERBOSE=1               print the whole console and the daemon's log
 #   CI=true                 a missing prerequisite is a failure, not a skip
 #
@@ -24,7 +30,7 @@
 #
 # It installs what it needs with apt when run as root (qemu-system-x86,
 # swtpm, fido2-tools, python3-fido2, busybox-static, cpio, openssh-client,
-# chromium) and caches Debian's current kernel (linux-image-amd64's
+# cryptsetup-bin, chromium) and caches Debian's current kernel (linux-image-amd64's
 # dependency, fetched with apt-get download) in test/vm/cache/.
 set -euo pipefail
 
@@ -32,20 +38,45 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=$here/cache
 browser=${PASSKEYD_VM_BROWSER:-1}
+demo=
+guest=${PASSKEYD_VM_GUEST:-$here/guest/e2e.sh}
+case ${1:-} in
+--demo)
+	demo=1
+	browser=0
+	guest=$here/guest/demo.sh
+	;;
+"") ;;
+*)
+	echo "usage: $0 [--demo]" >&2
+	exit 2
+	;;
+esac
+guest=$(cd "$(dirname "$guest")" && pwd)/$(basename "$guest")
 vm_timeout=${PASSKEYD_VM_TIMEOUT:-420}
 svc_uid=990 # the daemon's user and group in the guest, as a unit's User=
 svc_gid=990
+owner_uid=1000 # the person the key serves (--owner): runs the prompt agent
 start=$(date +%s.%N)
 
-say() { echo "e2e: $*" >&2; }
+tag=e2e
+[ -n "$demo" ] && tag=demo
+say() { echo "$tag: $*" >&2; }
 since() { awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN{printf "%.1f", n-s}'; }
 die() {
 	say "$*"
 	echo "0 passed, 1 failed"
 	exit 1
 }
+# missing: a prerequisite is missing and cannot be had: a failure in CI, a
+# skip (exit 77) elsewhere.
+missing() {
+	[ "${CI:-}" = true ] && die "missing prerequisite: $*"
+	say "skipped: $*"
+	exit 77
+}
 
-case $repo in
+case $repo$guest in
 *[[:space:]]*) die "the repository path contains whitespace; the kernel command line cannot carry it: $repo" ;;
 esac
 
@@ -64,6 +95,9 @@ missing_pkgs() {
 	esac
 	command -v cpio >/dev/null || p+=(cpio)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
+	# LUKS2 for the systemd-cryptenroll check (systemd-cryptenroll and
+	# systemd-cryptsetup come with systemd itself).
+	command -v cryptsetup >/dev/null || [ -x /usr/sbin/cryptsetup ] || p+=(cryptsetup-bin)
 	command -v setpriv >/dev/null || p+=(util-linux)
 	# The daemon is built with cgo: the in-process TPM simulator serves
 	# the checks of its error messages.
@@ -85,11 +119,7 @@ if [ -n "$pkgs" ]; then
 		pkgs=$(missing_pkgs)
 	fi
 	if [ -n "$pkgs" ]; then
-		if [ "${CI:-}" = true ]; then
-			die "missing prerequisites: $pkgs (apt-get install $pkgs)"
-		fi
-		say "skipped: missing prerequisites: $pkgs (run as root to install them, or apt-get install $pkgs)"
-		exit 77
+		missing "$pkgs (run as root to install them, or apt-get install $pkgs)"
 	fi
 fi
 
@@ -104,19 +134,24 @@ if [ -n "$kpkg" ]; then
 		say "fetching $kpkg"
 		mkdir -p "$cache/dl"
 		rm -rf "$kdir.tmp"
-		(cd "$cache/dl" && apt-get download "$kpkg" >/dev/null 2>&1) || die "apt-get download $kpkg failed"
-		deb=$(ls -t "$cache/dl/${kpkg}"_*.deb | head -1)
+		if ! (cd "$cache/dl" && apt-get download "$kpkg" >/dev/null 2>&1); then
+			missing "the guest kernel: apt-get download $kpkg failed"
+		fi
+		debs=("$cache/dl/${kpkg}"_*.deb)
+		deb=${debs[0]}
 		dpkg -x "$deb" "$kdir.tmp" || die "dpkg -x $deb failed"
 		rm -f "$deb"
 		mv "$kdir.tmp" "$kdir"
 	fi
 else
-	kdir=$(ls -d "$cache"/linux-image-*/ 2>/dev/null | sort -V | tail -1 || true)
-	kdir=${kdir%/}
-	[ -n "$kdir" ] || die "no kernel: apt-cache cannot resolve linux-image-amd64 and $cache has none"
+	kdir=$(printf '%s\n' "$cache"/linux-image-*/boot | sort -V | tail -1)
+	kdir=${kdir%/boot}
+	[ -d "$kdir/boot" ] || kdir=
+	[ -n "$kdir" ] || missing "the guest kernel: apt-cache cannot resolve linux-image-amd64 and $cache has none"
 fi
-vmlinuz=$(ls "$kdir"/boot/vmlinuz-* 2>/dev/null | head -1)
-[ -n "$vmlinuz" ] || die "no vmlinuz in $kdir/boot"
+vmlinuzes=("$kdir"/boot/vmlinuz-*)
+vmlinuz=${vmlinuzes[0]}
+[ -f "$vmlinuz" ] || die "no vmlinuz in $kdir/boot"
 kver=${vmlinuz##*/vmlinuz-}
 
 # --- Work directory -----------------------------------------------------------
@@ -134,21 +169,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- The daemon ---------------------------------------------------------------
-if [ -n "${PASSKEYD_BIN:-}" ]; then
-	cp "$PASSKEYD_BIN" "$work/passkeyd"
-else
-	(cd "$repo" && CGO_ENABLED=1 go build -o "$work/passkeyd" ./cmd/passkeyd) || die "go build ./cmd/passkeyd failed"
-fi
-chmod 0755 "$work" "$work/passkeyd"
+# --- The binaries ---------------------------------------------------------------
+# The daemon; passkeyctl, whose prompt agent runs in the guest as the
+# owner; the test pinentry the agent shows prompts through (it speaks
+# Assuan, answers GETPIN with $FAKE_PIN and CONFIRM with OK).
+bins=(./cmd/passkeyctl ./ctap2/prompt/pinentry/testdata/fakepinentry)
+[ -z "${PASSKEYD_BIN:-}" ] && bins+=(./cmd/passkeyd)
+(cd "$repo" && CGO_ENABLED=1 go build -o "$work/" "${bins[@]}") || die "go build ${bins[*]} failed"
+[ -n "${PASSKEYD_BIN:-}" ] && cp "$PASSKEYD_BIN" "$work/passkeyd"
+chmod 0755 "$work" "$work/passkeyd" "$work/passkeyctl" "$work/fakepinentry"
 cat >"$work/env" <<EOF
 PASSKEYD_BIN=$work/passkeyd
+PASSKEYCTL_BIN=$work/passkeyctl
+FAKEPINENTRY_BIN=$work/fakepinentry
 BROWSER=$browser
 SVC_UID=$svc_uid
 SVC_GID=$svc_gid
+OWNER_UID=$owner_uid
 VERBOSE=${VERBOSE:-}
 EOF
-say "daemon built ($(since)s)"
+say "passkeyd, passkeyctl and fakepinentry built ($(since)s)"
 
 # --- Initramfs: static busybox, our init, the modules it needs ------------------
 # No modinfo/depmod here: dependencies come from each module's "depends="
@@ -172,7 +212,10 @@ add_module() {
 	done
 	order+=("$m")
 }
-for m in virtio_pci 9pnet_virtio 9p hid_generic uhid; do add_module "$m"; done
+# loop, device-mapper, dm-crypt, xts (over ecb: nothing here autoloads
+# crypto templates, there is no modprobe) and AF_ALG skciphers: the LUKS2
+# volume that systemd-cryptenroll enrolls the key into.
+for m in virtio_pci 9pnet_virtio 9p hid_generic uhid loop dm_mod dm_crypt ecb xts algif_skcipher; do add_module "$m"; done
 
 ird=$work/initramfs
 mkdir -p "$ird/bin" "$ird/modules"
@@ -199,17 +242,33 @@ say "kernel $kver, initramfs and swtpm ready ($(since)s)"
 
 # --- The VM -------------------------------------------------------------------
 console=$work/console.log
+# cryptomgr.notests: the kernel's crypto self-tests cost boot time under
+# TCG, and once hung the boot for good (a soft lockup in cryptomgr_test).
 set +e
 timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
 	-accel tcg -cpu max -smp 2 -m 2048 \
 	-display none -monitor none -serial stdio -no-reboot \
 	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=3 vmtest.work=$work vmtest.repo=$repo" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=3 cryptomgr.notests=1 vmtest.work=$work vmtest.repo=$repo vmtest.guest=$guest" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	-chardev socket,id=chrtpm,path="$work/tpm/ctrl" -tpmdev emulator,id=tpm0,chardev=chrtpm \
 	-device tpm-tis,tpmdev=tpm0 \
-	</dev/null 2>"$work/qemu.err" | tr -d '\r' | tee "$console" |
-	if [ -n "${VERBOSE:-}" ]; then cat >&2; else grep --line-buffered -E '^(E2E|VM) ' >&2; fi
+	</dev/null 2>"$work/qemu.err" | stdbuf -oL tr -d '\r' | tee "$console" |
+	if [ -n "${VERBOSE:-}" ]; then
+		cat >&2
+	elif [ -n "$demo" ]; then
+		# The walkthrough on stdout as the guest prints it; a failure
+		# on stderr.
+		while IFS= read -r line; do
+			case $line in
+			"DEMO "*) printf '%s\n' "${line#DEMO }" ;;
+			"DEMO") echo ;;
+			"E2E FAIL"*) printf '%s\n' "$line" >&2 ;;
+			esac
+		done
+	else
+		grep --line-buffered -E '^(E2E|VM) ' >&2
+	fi
 qemu_rc=${PIPESTATUS[0]}
 set -e
 elapsed=$(since)
@@ -223,8 +282,16 @@ if ! grep -q '^E2E DONE' "$console"; then
 	else
 		say "FAIL vm: the guest stopped before finishing (qemu exit $qemu_rc); last console lines:"
 	fi
-	tail -25 "$console" | sed 's/^/e2e:   /' >&2
-	[ -s "$work/qemu.err" ] && sed 's/^/e2e: qemu: /' "$work/qemu.err" >&2
+	tail -25 "$console" | sed "s/^/$tag:   /" >&2
+	[ -s "$work/qemu.err" ] && sed "s/^/$tag: qemu: /" "$work/qemu.err" >&2
+fi
+if [ -n "$demo" ]; then
+	if [ "$failed" = 0 ] && [ "$passed" -gt 0 ]; then
+		say "the VM run took ${elapsed}s"
+		exit 0
+	fi
+	say "FAILED (VERBOSE=1 shows the VM's console and the daemon's log)"
+	exit 1
 fi
 say "whole run ${elapsed}s"
 echo "$passed passed, $failed failed"

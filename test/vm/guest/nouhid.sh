@@ -6,7 +6,7 @@ work=$1
 # shellcheck source=/dev/null
 . "$work/env"
 
-out=$(timeout 60 "$PASSKEYD_BIN" serve --tpm sim --transport uhid --state-dir /tmp/nouhid --prompt deny --log-level error 2>&1)
+out=$(timeout 60 "$PASSKEYD_BIN" serve --tpm sim --transport uhid --state-dir /tmp/nouhid --prompt deny --control '' --log-level error 2>&1)
 rc=$?
 want='passkeyd: open /dev/uhid: no such file or directory: load the uhid kernel module (modprobe uhid'
 if [ "$rc" = 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] && [[ $out == "$want"* ]]; then
