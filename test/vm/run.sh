@@ -76,9 +76,6 @@ missing() {
 	exit 77
 }
 
-case $repo$guest in
-*[[:space:]]*) die "the repository path contains whitespace; the kernel command line cannot carry it: $repo" ;;
-esac
 
 # --- Prerequisites ----------------------------------------------------------
 missing_pkgs() {
@@ -190,6 +187,23 @@ VERBOSE=${VERBOSE:-}
 EOF
 say "passkeyd, passkeyctl and fakepinentry built ($(since)s)"
 
+# The guest sees the host's root but mounts its own tmpfs on /tmp and /run,
+# so a checkout there (a CI clone in /tmp) would be invisible to it: the
+# scripts it runs are copied into the work directory (under /var/tmp), and
+# the guest's "repository" is that copy.
+vmrepo=$work/repo
+mkdir -p "$vmrepo/test/vm" "$vmrepo/test/demo"
+cp -R "$here/guest" "$vmrepo/test/vm/"
+cp "$repo/test/demo/demo.sh" "$vmrepo/test/demo/"
+case $guest in
+"$here"/guest/*) vmguest=$vmrepo/test/vm/guest/${guest#"$here"/guest/} ;;
+*)
+	vmguest=$work/guest-script
+	cp "$guest" "$vmguest"
+	;;
+esac
+chmod -R a+rX "$vmrepo"
+
 # --- Initramfs: static busybox, our init, the modules it needs ------------------
 # No modinfo/depmod here: dependencies come from each module's "depends="
 # field, loaded in dependency order.
@@ -249,7 +263,7 @@ timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
 	-accel tcg -cpu max -smp 2 -m 2048 \
 	-display none -monitor none -serial stdio -no-reboot \
 	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=3 cryptomgr.notests=1 vmtest.work=$work vmtest.repo=$repo vmtest.guest=$guest" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=3 cryptomgr.notests=1 vmtest.work=$work vmtest.repo=$vmrepo vmtest.guest=$vmguest" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	-chardev socket,id=chrtpm,path="$work/tpm/ctrl" -tpmdev emulator,id=tpm0,chardev=chrtpm \
 	-device tpm-tis,tpmdev=tpm0 \
