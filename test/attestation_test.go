@@ -3,25 +3,20 @@ package test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-	"github.com/go-webauthn/webauthn/protocol"
-	"github.com/go-webauthn/webauthn/protocol/webauthncose"
 
 	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/test/rpverify"
 )
 
 // registration is what attest_register.py prints for one credential: what
@@ -79,95 +74,39 @@ func (r registration) tampered(name string) registration {
 	return r
 }
 
-// verifyGoWebAuthn has go-webauthn v0.18 verify a registration with its
-// default policy; it returns the attestation type it found.
-func verifyGoWebAuthn(r registration) (string, error) {
-	enc := base64.RawURLEncoding.EncodeToString
-	attObj, err := cbor.Marshal(map[string]any{"fmt": r.fmt, "attStmt": r.attStmt, "authData": r.authData})
-	if err != nil {
-		return "", err
-	}
-	id := r.credentialID()
-	body, _ := json.Marshal(map[string]any{
-		"id": enc(id), "rawId": enc(id), "type": "public-key",
-		"response": map[string]string{"clientDataJSON": enc(r.clientData), "attestationObject": enc(attObj)},
-	})
-	pcc, err := protocol.ParseCredentialCreationResponseBytes(body)
-	if err != nil {
-		return "", err
-	}
-	params := []protocol.CredentialParameter{
-		{Type: protocol.PublicKeyCredentialType, Algorithm: webauthncose.AlgES256},
-		{Type: protocol.PublicKeyCredentialType, Algorithm: webauthncose.AlgRS256},
-	}
-	if _, err := pcc.Verify(r.Challenge, "example.com", []string{"https://example.com"}, nil, nil,
-		protocol.TopOriginExplicitVerificationMode, false, false, true, nil, params,
-		protocol.AttestationPolicy{}, protocol.SignaturePolicy{}); err != nil {
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			return "", fmt.Errorf("%w (%s)", err, pe.DevInfo)
-		}
-		return "", err
-	}
-	return pcc.Response.AttestationObject.Type, nil
+// rp is r as the shared relying-party verifiers take it.
+func (r registration) rp(name string) rpverify.Registration {
+	return rpverify.Registration{Name: name, Fmt: r.fmt, AttStmt: r.attStmt, AuthData: r.authData,
+		CredentialID: r.credentialID(), Challenge: r.Challenge, ClientDataJSON: r.clientData,
+		RPID: "example.com", Origin: "https://example.com"}
 }
 
-// verifyPythonFido2 has python-fido2 0.9.1's PackedAttestation /
-// TpmAttestation verify each registration and check that its trust path ends
-// in trustedCA. fixECC applies the fix of 0.9.1's two ECC parsing bugs
-// (ctap2/attest/testdata/verify_attestation.py says which); RSA needs none.
+// verifyGoWebAuthn has go-webauthn v0.18 verify a registration with its
+// default policy; it returns the attestation type it found.
+func verifyGoWebAuthn(r registration) (string, error) { return rpverify.GoWebAuthn(r.rp("")) }
+
+// verifyPythonFido2 has python-fido2 0.9.1's verifiers check each
+// registration and that its trust path ends in trustedCA: "ok TYPE" or
+// "rejected: why" per name. fixECC: see rpverify.PythonFido2.
 func verifyPythonFido2(t *testing.T, regs map[string]registration, trustedCA []byte, fixECC bool) map[string]string {
 	t.Helper()
-	type pyCase struct {
-		Name           string `json:"name"`
-		Fmt            string `json:"fmt"`
-		AttStmt        string `json:"attStmt"`
-		AuthData       string `json:"authData"`
-		ClientDataHash string `json:"clientDataHash"`
-		TrustedCA      string `json:"trustedCA"`
-	}
-	var cases []pyCase
+	var rps []rpverify.Registration
 	for name, r := range regs {
-		stmt, err := cbor.Marshal(r.attStmt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := sha256.Sum256(r.clientData)
-		cases = append(cases, pyCase{name, r.fmt, hex.EncodeToString(stmt), hex.EncodeToString(r.authData),
-			hex.EncodeToString(h[:]), hex.EncodeToString(trustedCA)})
+		rps = append(rps, r.rp(name))
 	}
-	in, _ := json.Marshal(cases)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	args := []string{filepath.Join(repoRoot(t), "ctap2", "attest", "testdata", "verify_attestation.py")}
-	if fixECC {
-		args = append(args, "--fix-ecc")
-	}
-	cmd := exec.CommandContext(ctx, python, args...)
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	results, err := rpverify.PythonFido2(ctx, rps, trustedCA, fixECC)
 	if err != nil {
-		t.Fatalf("verify_attestation.py: %v: %s", err, stderr.String())
-	}
-	var results []struct {
-		Name, Type, Error string
-		OK                bool
-	}
-	if err := json.Unmarshal(out, &results); err != nil {
-		t.Fatalf("verify_attestation.py output %q: %v", out, err)
+		t.Fatal(err)
 	}
 	verdicts := make(map[string]string)
-	for _, res := range results {
+	for name, res := range results {
 		if res.OK {
-			verdicts[res.Name] = "ok " + res.Type
+			verdicts[name] = "ok " + res.Type
 		} else {
-			verdicts[res.Name] = "rejected: " + res.Error
+			verdicts[name] = "rejected: " + res.Error
 		}
-	}
-	if len(verdicts) != len(regs) {
-		t.Fatalf("python-fido2 answered %d of %d cases: %s", len(verdicts), len(regs), out)
 	}
 	return verdicts
 }

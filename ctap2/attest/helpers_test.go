@@ -10,9 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -23,10 +21,9 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-	"github.com/go-webauthn/webauthn/protocol"
-	"github.com/go-webauthn/webauthn/protocol/webauthncose"
 
 	"github.com/passkeyd/passkeyd/keystore"
+	"github.com/passkeyd/passkeyd/test/rpverify"
 	"github.com/passkeyd/passkeyd/tpm"
 )
 
@@ -226,103 +223,42 @@ func flipped(b []byte, i int) []byte {
 	return b
 }
 
-// goWebAuthn has go-webauthn v0.18 verify the registration with its default
-// policy (no metadata: it checks the statement, not the chain's root) and
-// returns the attestation type it found.
-func goWebAuthn(tb testing.TB, r registration) (string, error) {
-	tb.Helper()
-	b64 := base64.RawURLEncoding.EncodeToString
-	attObj := mustCBOR(tb, map[string]any{"fmt": r.fmt, "attStmt": r.attStmt, "authData": r.authData})
-	body, _ := json.Marshal(map[string]any{
-		"id": b64(r.credID), "rawId": b64(r.credID), "type": "public-key",
-		"response": map[string]string{"clientDataJSON": b64(r.clientDataJSON), "attestationObject": b64(attObj)},
-	})
-	pcc, err := protocol.ParseCredentialCreationResponseBytes(body)
-	if err != nil {
-		return "", err
-	}
-	params := []protocol.CredentialParameter{
-		{Type: protocol.PublicKeyCredentialType, Algorithm: webauthncose.AlgES256},
-		{Type: protocol.PublicKeyCredentialType, Algorithm: webauthncose.AlgRS256},
-	}
-	if _, err := pcc.Verify(r.challenge, rpID, []string{origin}, nil, nil, protocol.TopOriginExplicitVerificationMode,
-		false, false, true, nil, params, protocol.AttestationPolicy{}, protocol.SignaturePolicy{}); err != nil {
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			return "", fmt.Errorf("%w (%s; %s)", err, pe.DevInfo, pe.Details)
-		}
-		return "", err
-	}
-	if got := pcc.Response.AttestationObject.Format; got != r.fmt {
-		return "", fmt.Errorf("go-webauthn parsed format %q, want %q", got, r.fmt)
-	}
-	return pcc.Response.AttestationObject.Type, nil
+// rp is r as the shared relying-party verifiers take it.
+func (r registration) rp() rpverify.Registration {
+	return rpverify.Registration{Name: r.name, Fmt: r.fmt, AttStmt: r.attStmt, AuthData: r.authData,
+		CredentialID: r.credID, Challenge: r.challenge, ClientDataJSON: r.clientDataJSON, RPID: rpID, Origin: origin}
 }
 
-const python = "/usr/bin/python3"
+// goWebAuthn has go-webauthn v0.18 verify the registration with its default
+// policy and returns the attestation type it found.
+func goWebAuthn(tb testing.TB, r registration) (string, error) {
+	tb.Helper()
+	return rpverify.GoWebAuthn(r.rp())
+}
 
 func requireFido2(tb testing.TB) {
 	tb.Helper()
-	out, err := exec.Command(python, "-c", "import fido2.attestation").CombinedOutput()
+	out, err := exec.Command(rpverify.Python, "-c", "import fido2.attestation").CombinedOutput()
 	if err != nil {
-		skipOrFail(tb, fmt.Sprintf("%s with the fido2 module (python3-fido2): %v %s", python, err, strings.TrimSpace(string(out))))
+		skipOrFail(tb, fmt.Sprintf("%s with the fido2 module (python3-fido2): %v %s", rpverify.Python, err, strings.TrimSpace(string(out))))
 	}
-}
-
-type pyResult struct {
-	Name  string `json:"name"`
-	OK    bool   `json:"ok"`
-	Type  string `json:"type"`
-	Error string `json:"error"`
 }
 
 // pythonFido2 has python-fido2 0.9.1 verify each registration; trustedCA,
 // when set, must also be the end of each accepted trust path. fixECC applies
-// the fixes of 0.9.1's two ECC bugs (testdata/verify_attestation.py).
-func pythonFido2(tb testing.TB, regs []registration, trustedCA []byte, fixECC bool) map[string]pyResult {
+// the fixes of 0.9.1's two ECC bugs (test/rpverify/verify_attestation.py).
+func pythonFido2(tb testing.TB, regs []registration, trustedCA []byte, fixECC bool) map[string]rpverify.PyResult {
 	tb.Helper()
 	requireFido2(tb)
-	type pyCase struct {
-		Name           string `json:"name"`
-		Fmt            string `json:"fmt"`
-		AttStmt        string `json:"attStmt"`
-		AuthData       string `json:"authData"`
-		ClientDataHash string `json:"clientDataHash"`
-		TrustedCA      string `json:"trustedCA,omitempty"`
+	rps := make([]rpverify.Registration, len(regs))
+	for i, r := range regs {
+		rps[i] = r.rp()
 	}
-	var cases []pyCase
-	for _, r := range regs {
-		cases = append(cases, pyCase{
-			Name: r.name, Fmt: r.fmt, AttStmt: hex.EncodeToString(mustCBOR(tb, r.attStmt)),
-			AuthData: hex.EncodeToString(r.authData), ClientDataHash: hex.EncodeToString(r.clientDataHash()),
-			TrustedCA: hex.EncodeToString(trustedCA),
-		})
-	}
-	in, _ := json.Marshal(cases)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	args := []string{"testdata/verify_attestation.py"}
-	if fixECC {
-		args = append(args, "--fix-ecc")
-	}
-	cmd := exec.CommandContext(ctx, python, args...)
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	m, err := rpverify.PythonFido2(ctx, rps, trustedCA, fixECC)
 	if err != nil {
-		tb.Fatalf("python-fido2: %v: %s", err, stderr.String())
-	}
-	var results []pyResult
-	if err := json.Unmarshal(out, &results); err != nil {
-		tb.Fatalf("python-fido2 output %q: %v", out, err)
-	}
-	m := make(map[string]pyResult, len(results))
-	for _, r := range results {
-		m[r.Name] = r
-	}
-	if len(m) != len(regs) {
-		tb.Fatalf("python-fido2 answered %d of %d cases", len(m), len(regs))
+		tb.Fatal(err)
 	}
 	return m
 }
