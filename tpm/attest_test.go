@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -343,42 +342,30 @@ func TestConcurrentCertifyAndSign(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for g := range 8 {
-			wg.Go(func() {
-				for i := range 4 {
-					d := digestOf(fmt.Sprint(g, i))
-					if g%2 == 0 {
-						info, sig, err := tp.Certify(ak, key, d)
-						if err != nil {
-							errs <- err
-							return
-						}
-						h := sha256.Sum256(info)
-						if !ecdsa.VerifyASN1(akPub.(*ecdsa.PublicKey), h[:], sig) {
-							errs <- errors.New("bad certify signature")
-							return
-						}
-						continue
-					}
-					sig, err := tp.Sign(key, d)
+		concurrently(t, 8, func(g int) error {
+			for i := range 4 {
+				d := digestOf(fmt.Sprint(g, i))
+				if g%2 == 0 {
+					info, sig, err := tp.Certify(ak, key, d)
 					if err != nil {
-						errs <- err
-						return
+						return err
 					}
-					if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d, sig) {
-						errs <- errors.New("bad signature")
-						return
+					h := sha256.Sum256(info)
+					if !ecdsa.VerifyASN1(akPub.(*ecdsa.PublicKey), h[:], sig) {
+						return errors.New("bad certify signature")
 					}
+					continue
 				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+				sig, err := tp.Sign(key, d)
+				if err != nil {
+					return err
+				}
+				if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d, sig) {
+					return errors.New("bad signature")
+				}
+			}
+			return nil
+		})
 		assertNoLeftovers(t, tp)
 	})
 }

@@ -590,29 +590,20 @@ func TestConcurrentPINAndSign(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for g := range 8 {
-			wg.Go(func() {
-				for range 3 {
-					var err error
-					if g%2 == 0 {
-						_, err = tp.UnsealWithPIN(blob, pin)
-					} else {
-						_, err = tp.Sign(key, digestOf("x"))
-					}
-					if err != nil {
-						errs <- err
-						return
-					}
+		concurrently(t, 8, func(g int) error {
+			for range 3 {
+				var err error
+				if g%2 == 0 {
+					_, err = tp.UnsealWithPIN(blob, pin)
+				} else {
+					_, err = tp.Sign(key, digestOf("x"))
 				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 		assertNoLeftovers(t, tp)
 	})
 }

@@ -458,30 +458,39 @@ func TestConcurrentSign(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for g := range 8 {
-			wg.Go(func() {
-				for i := range 5 {
-					d := digestOf(fmt.Sprint(g, i))
-					sig, err := tp.Sign(blob, d)
-					if err != nil {
-						errs <- err
-						return
-					}
-					if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d, sig) {
-						errs <- errors.New("bad signature")
-						return
-					}
+		concurrently(t, 8, func(g int) error {
+			for i := range 5 {
+				d := digestOf(fmt.Sprint(g, i))
+				sig, err := tp.Sign(blob, d)
+				if err != nil {
+					return err
 				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+				if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d, sig) {
+					return errors.New("bad signature")
+				}
+			}
+			return nil
+		})
 	})
+}
+
+// concurrently runs f(0..n-1) in n goroutines and reports every error.
+func concurrently(t *testing.T, n int, f func(g int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := range n {
+		wg.Go(func() {
+			if err := f(g); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
 
 func TestMalformedBlobs(t *testing.T) {
