@@ -32,6 +32,21 @@ type authenticatorData struct {
 	Extensions   []byte // CBOR map, present when Flags&flagED
 }
 
+// setExtensions encodes the extension outputs into the authenticator data
+// and sets ED; no outputs leave both absent (WebAuthn §6.1).
+func (a *authenticatorData) setExtensions(out map[string]any) error {
+	if out == nil {
+		return nil
+	}
+	ext, err := marshal(out)
+	if err != nil {
+		return err
+	}
+	a.Extensions = ext
+	a.Flags |= flagED
+	return nil
+}
+
 func (a *authenticatorData) marshal() []byte {
 	b := make([]byte, 0, 37+16+2+len(a.CredentialID)+len(a.PublicKey)+len(a.Extensions))
 	b = append(b, a.RPIDHash...)

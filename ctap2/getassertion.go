@@ -245,11 +245,8 @@ func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash [
 	if err != nil {
 		return nil, err
 	}
-	if extOut != nil {
-		if ad.Extensions, err = marshal(extOut); err != nil {
-			return nil, err
-		}
-		ad.Flags |= flagED
+	if err := ad.setExtensions(extOut); err != nil {
+		return nil, err
 	}
 	authData := ad.marshal()
 	h := sha256.New()

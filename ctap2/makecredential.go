@@ -185,11 +185,8 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	if err != nil {
 		return nil, err
 	}
-	if extOut != nil {
-		if ad.Extensions, err = marshal(extOut); err != nil {
-			return nil, err
-		}
-		ad.Flags |= flagED
+	if err := ad.setExtensions(extOut); err != nil {
+		return nil, err
 	}
 	var largeBlobKey []byte
 	if exts.largeBlobKey {

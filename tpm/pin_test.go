@@ -732,21 +732,7 @@ func TestPINPersistentSRK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp.mu.Lock()
-	_, err = tpm2.EvictControl{
-		Auth:             tpm2.TPMRHOwner,
-		ObjectHandle:     tp.srk,
-		PersistentHandle: persistentSRK,
-	}.Execute(tp.tpm)
-	tp.mu.Unlock()
-	if err != nil {
-		t.Fatalf("EvictControl: %v", err)
-	}
-	if err := tp.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	tp2 := openTestSwtpm(t, dir)
+	tp2 := persistSRKAndReopen(t, tp, dir)
 	if !tp2.srkPersistent {
 		t.Fatal("SRK is not the persistent one")
 	}

@@ -663,17 +663,12 @@ func TestSwtpmLongStateDir(t *testing.T) {
 	}
 }
 
-// TestPersistentSRK: a TCG ECC SRK persisted at 0x81000001 is used instead
-// of CreatePrimary, and it is the same key, so old blobs still load.
-func TestPersistentSRK(t *testing.T) {
-	dir := t.TempDir()
-	tp := openTestSwtpm(t, dir)
-	blob, _, err := tp.CreateKey(ES256)
-	if err != nil {
-		t.Fatal(err)
-	}
+// persistSRKAndReopen persists tp's SRK at 0x81000001, as a provisioning
+// tool would, closes tp and opens the swtpm state in dir again.
+func persistSRKAndReopen(t *testing.T, tp *TPM, dir string) *TPM {
+	t.Helper()
 	tp.mu.Lock()
-	_, err = tpm2.EvictControl{
+	_, err := tpm2.EvictControl{
 		Auth:             tpm2.TPMRHOwner,
 		ObjectHandle:     tp.srk,
 		PersistentHandle: persistentSRK,
@@ -685,8 +680,19 @@ func TestPersistentSRK(t *testing.T) {
 	if err := tp.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return openTestSwtpm(t, dir)
+}
 
-	tp2 := openTestSwtpm(t, dir)
+// TestPersistentSRK: a TCG ECC SRK persisted at 0x81000001 is used instead
+// of CreatePrimary, and it is the same key, so old blobs still load.
+func TestPersistentSRK(t *testing.T) {
+	dir := t.TempDir()
+	tp := openTestSwtpm(t, dir)
+	blob, _, err := tp.CreateKey(ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp2 := persistSRKAndReopen(t, tp, dir)
 	if !tp2.srkPersistent || tp2.srk.Handle != persistentSRK {
 		t.Fatalf("SRK = %x (persistent %v), want 0x81000001", tp2.srk.Handle, tp2.srkPersistent)
 	}
