@@ -100,6 +100,23 @@ func SetStatus(ctx context.Context, status byte) {
 	}
 }
 
+// ChannelID returns the CTAPHID channel (CID) of the transaction that ctx
+// belongs to. The handler uses it to bind multi-command state
+// (getNextAssertion, credential-management enumerations) to the channel
+// that started it, so another application cannot continue it (CTAP 2.1
+// §11.2.3: each application has its own channel). ok is false for
+// contexts that do not come from a Server.
+func ChannelID(ctx context.Context) (cid uint32, ok bool) {
+	if ctx == nil {
+		return 0, false
+	}
+	t, ok := ctx.Value(txnKey{}).(*transaction)
+	if !ok {
+		return 0, false
+	}
+	return t.cid, true
+}
+
 // txnKey is the context key under which a transaction is stored.
 type txnKey struct{}
 
