@@ -242,7 +242,7 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 	case CmdGetAssertion:
 		body, err = a.getAssertion(ctx, params)
 	case CmdGetNextAssertion:
-		body, err = a.getNextAssertion()
+		body, err = a.getNextAssertion(channelOf(ctx))
 	case CmdGetInfo:
 		body, err = a.getInfo()
 	case CmdReset:
@@ -254,13 +254,24 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 	case CmdConfig:
 		err = a.authenticatorConfig(params)
 	case CmdCredentialManagement, CmdCredentialManagementPreview:
-		body, err = a.credentialManagement(params)
+		body, err = a.credentialManagement(params, channelOf(ctx))
 	case CmdLargeBlobs:
 		body, err = a.largeBlobs(params)
 	default:
 		err = ErrInvalidCommand
 	}
 	return a.respond(cmd, body, err)
+}
+
+// channelOf is the CTAPHID channel a request came in on (0 for callers
+// outside CTAPHID). Continuations (getNextAssertion, the enumerations of
+// credential management) belong to the channel that started them: another
+// application on the same device must not take the next signed assertion
+// of someone else's sign-in, nor read the rest of an enumeration opened
+// with someone else's PIN token.
+func channelOf(ctx context.Context) uint32 {
+	cid, _ := ctaphid.ChannelID(ctx)
+	return cid
 }
 
 func (a *Authenticator) respond(cmd byte, body []byte, err error) []byte {

@@ -511,7 +511,7 @@ func TestMalformed(t *testing.T) {
 		{"clientPIN getPinToken without PIN", CmdClientPIN, map[int]any{1: 2, 2: 5}, ErrMissingParameter},
 		{"clientPIN getUVRetries without built-in UV", CmdClientPIN, map[int]any{1: 2, 2: 7}, ErrInvalidSubcommand},
 		{"largeBlobs no params", CmdLargeBlobs, nil, ErrMissingParameter},
-		{"largeBlobs no offset", CmdLargeBlobs, map[int]any{1: 10}, ErrMissingParameter},
+		{"largeBlobs no offset", CmdLargeBlobs, map[int]any{1: 10}, ErrInvalidParameter}, // §6.10.2 step 1
 		{"largeBlobs get and set", CmdLargeBlobs, map[int]any{1: 10, 2: []byte{1}, 3: 0}, ErrInvalidParameter},
 		{"largeBlobs neither", CmdLargeBlobs, map[int]any{3: 0}, ErrInvalidParameter},
 		{"largeBlobs get too much", CmdLargeBlobs, map[int]any{1: 8000, 3: 0}, ErrInvalidLength},

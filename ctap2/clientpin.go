@@ -290,7 +290,7 @@ func (a *Authenticator) setPIN(req *ClientPINRequest) error {
 		return err
 	}
 	if a.pinSet() {
-		return ErrNotAllowed
+		return ErrPinAuthInvalid // §6.5.5.5: a PIN is already set
 	}
 	if !p.Verify(s.HMACKey(), req.NewPinEnc, req.PinUvAuthParam) {
 		return ErrPinAuthInvalid

@@ -74,10 +74,13 @@ type rpEntityOut struct {
 type credMgmtState struct {
 	rps   []rpEntityOut
 	creds []*keystore.Credential
+	// channel is the CTAPHID channel that began the enumeration: only it
+	// may continue it (the token that authorised it was someone's PIN).
+	channel uint32
 }
 
 // credentialManagement is authenticatorCredentialManagement (CTAP 2.1 §6.8).
-func (a *Authenticator) credentialManagement(params []byte) ([]byte, error) {
+func (a *Authenticator) credentialManagement(params []byte, channel uint32) ([]byte, error) {
 	var req CredMgmtRequest
 	if err := decodeParams(params, &req); err != nil {
 		return nil, err
@@ -86,8 +89,12 @@ func (a *Authenticator) credentialManagement(params []byte) ([]byte, error) {
 		return nil, ErrMissingParameter
 	}
 	sub := *req.SubCommand
-	if sub != cmEnumerateRPsGetNextRP && sub != cmEnumerateCredentialsGetNextCredential {
-		a.cm = credMgmtState{}
+	next := sub == cmEnumerateRPsGetNextRP || sub == cmEnumerateCredentialsGetNextCredential
+	if next && a.cm.channel != channel {
+		return nil, ErrNotAllowed // another channel's enumeration: left to its owner
+	}
+	if !next {
+		a.cm = credMgmtState{channel: channel}
 	}
 	var p credMgmtParams
 	if len(req.SubCommandParams) > 0 {
@@ -199,7 +206,7 @@ func (a *Authenticator) cmRPsBegin() ([]byte, error) {
 
 func (a *Authenticator) cmNextRP() ([]byte, error) {
 	if len(a.cm.rps) == 0 {
-		a.cm = credMgmtState{}
+		a.cm = credMgmtState{channel: a.cm.channel}
 		return nil, ErrNotAllowed
 	}
 	rp := a.cm.rps[0]
@@ -237,7 +244,7 @@ func (a *Authenticator) cmCredentialsBegin(rpIDHash []byte) ([]byte, error) {
 
 func (a *Authenticator) cmNextCredential() ([]byte, error) {
 	if len(a.cm.creds) == 0 {
-		a.cm = credMgmtState{}
+		a.cm = credMgmtState{channel: a.cm.channel}
 		return nil, ErrNotAllowed
 	}
 	c := a.cm.creds[0]

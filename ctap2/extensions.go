@@ -223,8 +223,14 @@ func (a *Authenticator) parseGAExtensions(exts map[string]cbor.RawMessage) (gaEx
 	return e, nil
 }
 
-// gaExtensionOutputs builds getAssertion's extension outputs for c.
-func (a *Authenticator) gaExtensionOutputs(e gaExtensions, c assertionCredential, uv bool) (map[string]any, error) {
+// gaExtensionOutputs builds getAssertion's extension outputs for c. up
+// says whether the person was present: without presence no value bound to
+// the credential leaves (hmac-secret was refused earlier; credBlob is
+// omitted, as largeBlobKey is).
+func (a *Authenticator) gaExtensionOutputs(e gaExtensions, c assertionCredential, up, uv bool) (map[string]any, error) {
+	if !up {
+		return nil, nil
+	}
 	out := map[string]any{}
 	if e.hmacSecret != nil && c.hmacSecret {
 		v, err := a.hmacSecretOutput(e.hmacSecret, c.id, uv)

@@ -38,6 +38,7 @@ type assertionState struct {
 	uv             bool
 	exts           gaExtensions
 	expires        time.Time
+	channel        uint32 // the CTAPHID channel of the getAssertion
 }
 
 // findCredential resolves a credential ID presented for rpIDHash.
@@ -104,6 +105,14 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	exts, err := a.parseGAExtensions(req.Extensions)
 	if err != nil {
 		return nil, err
+	}
+	// A silent assertion (up=false) proves that a credential exists and
+	// releases nothing bound to it. hmac-secret is the key LUKS, age and
+	// password managers use: deriving it without a touch would let any
+	// process that can open the device take it, so the request fails
+	// (as OpenSK does) before any credential is looked up.
+	if !up && exts.hmacSecret != nil {
+		return nil, ErrUnsupportedOption
 	}
 	// Without an allow list the RP's discoverable credentials are read
 	// before the PIN/UV steps, so that a UV prompt can name the account
@@ -212,15 +221,21 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 				uv:             uv,
 				exts:           exts,
 				expires:        a.now().Add(nextAssertionTimeout),
+				channel:        channelOf(ctx),
 			}
 		}
 	}
 	return marshal(resp)
 }
 
-// getNextAssertion is authenticatorGetNextAssertion (CTAP 2.1 §6.3).
-func (a *Authenticator) getNextAssertion() ([]byte, error) {
+// getNextAssertion is authenticatorGetNextAssertion (CTAP 2.1 §6.3). Only
+// the channel that ran the getAssertion may continue it; another channel
+// is refused and leaves the state to its owner.
+func (a *Authenticator) getNextAssertion(channel uint32) ([]byte, error) {
 	st := a.next
+	if st != nil && st.channel != channel {
+		return nil, ErrNotAllowed
+	}
 	if st == nil || len(st.remaining) == 0 || a.now().After(st.expires) {
 		a.next = nil
 		return nil, ErrNotAllowed
@@ -241,7 +256,7 @@ func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash [
 		return nil, fmt.Errorf("signature counter: %w", err)
 	}
 	ad := authenticatorData{RPIDHash: rpIDHash, Flags: flags, SignCount: counter}
-	extOut, err := a.gaExtensionOutputs(exts, c, uv)
+	extOut, err := a.gaExtensionOutputs(exts, c, flags&flagUP != 0, uv)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +286,9 @@ func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash [
 			resp.User.DisplayName = c.stored.UserDisplayName
 		}
 		a.store.TouchCredential(c.id, a.now().UTC())
-		if exts.largeBlobKey {
+		// largeBlobKey decrypts the RP's entry in the large-blob array,
+		// which anyone may read (§6.10.2): only with presence.
+		if exts.largeBlobKey && flags&flagUP != 0 {
 			resp.LargeBlobKey = c.stored.LargeBlobKey
 		}
 	}

@@ -77,15 +77,19 @@ func (a *Authenticator) largeBlobs(params []byte) ([]byte, error) {
 	if err := decodeParams(params, &req); err != nil {
 		return nil, err
 	}
+	// §6.10.2 steps 1-3: offset is mandatory, exactly one of get and set,
+	// each failure CTAP1_ERR_INVALID_PARAMETER.
 	if req.Offset == nil {
-		return nil, ErrMissingParameter
+		return nil, ErrInvalidParameter
 	}
 	if (req.Get == nil) == (req.Set == nil) {
-		return nil, ErrInvalidParameter // exactly one of get and set
+		return nil, ErrInvalidParameter
 	}
 	if req.Get != nil {
 		a.lbWrite = nil
-		if req.Length != nil {
+		// §6.10.2 get step 1: a read takes no length and no
+		// pinUvAuthParam or pinUvAuthProtocol.
+		if req.Length != nil || req.PinUvAuthParam != nil || req.PinUvAuthProtocol != nil {
 			return nil, ErrInvalidParameter
 		}
 		if *req.Get > maxLargeBlobFragment {

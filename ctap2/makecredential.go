@@ -93,8 +93,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		return nil, err
 	}
 
-	// Step 11: excludeList. A match costs a touch, then
-	// CREDENTIAL_EXCLUDED, so a page cannot probe for credentials silently.
+	// Step 11: excludeList. CREDENTIAL_EXCLUDED only after the person
+	// was present: refused, timed out or cancelled, a match answers what an
+	// unknown credential's refused prompt answers (step 14), so a page
+	// cannot probe silently for the credentials this key holds.
 	for _, d := range req.ExcludeList {
 		if d.Type == nil || d.ID == nil {
 			return nil, ErrMissingParameter
@@ -103,11 +105,12 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 			continue
 		}
 		if _, ok := a.findCredential(d.ID, rpIDHash[:], auth.uv); ok {
-			if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
-				if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
+			if !auth.up {
+				if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
 					return nil, err
 				}
 			}
+			a.consumeToken(auth, false) // the token's presence is spent
 			return nil, ErrCredentialExcluded
 		}
 	}

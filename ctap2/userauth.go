@@ -32,8 +32,9 @@ type authRequest struct {
 // authorize runs the PIN/UV steps shared by makeCredential (CTAP 2.1
 // §6.1.2 steps 1-2, 5-6, 9-11) and getAssertion (§6.2.2 steps 1-2, 5-6).
 func (a *Authenticator) authorize(ctx context.Context, r authRequest) (userAuth, error) {
-	// Step 1: a zero-length pinUvAuthParam asks "is a PIN set?" after a
-	// touch (platforms use it to pick an authenticator).
+	// Step 1 (§6.1.2, §6.2.2): a zero-length pinUvAuthParam asks "is a
+	// PIN set?" after a touch (platforms use it to pick an
+	// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not.
 	if r.pinUvAuthParam != nil && len(r.pinUvAuthParam) == 0 {
 		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect, RPID: r.rpID}); err != nil {
 			if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
@@ -42,7 +43,7 @@ func (a *Authenticator) authorize(ctx context.Context, r authRequest) (userAuth,
 			return userAuth{}, ErrOperationDenied
 		}
 		if a.pinSet() {
-			return userAuth{}, ErrPinAuthInvalid
+			return userAuth{}, ErrPinInvalid
 		}
 		return userAuth{}, ErrPinNotSet
 	}

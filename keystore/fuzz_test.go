@@ -53,6 +53,68 @@ func TestDecodeRecordHostile(t *testing.T) {
 	}
 }
 
+// TestRecordEmptyFields: an empty user.id comes back as an empty byte
+// string, never nil (CTAP 2.1 §6.2.2 returns user.id as a byte string, and
+// clients reject null); explicitly empty optional fields read back the same
+// as absent ones, so a record survives any number of round trips.
+func TestRecordEmptyFields(t *testing.T) {
+	c := &Credential{ID: []byte("e"), RPID: "r", UserID: []byte{}, CredBlob: []byte{}, LargeBlobKey: []byte{}, KeyBlob: []byte{}}
+	enc, err := encodeRecord(recordFrom(c, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// {6: h''} is written; 10, 16 and 17 are omitted.
+	if !bytes.Contains(enc, []byte{0x06, 0x40}) {
+		t.Errorf("record %x does not carry user.id as an empty byte string", enc)
+	}
+	r, err := decodeRecord(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.credential()
+	if got.UserID == nil || len(got.UserID) != 0 {
+		t.Errorf("UserID = %#v, want empty and non-nil", got.UserID)
+	}
+	if got.CredBlob != nil || got.LargeBlobKey != nil || got.KeyBlob != nil {
+		t.Errorf("empty optional fields came back %#v %#v %#v, want nil", got.CredBlob, got.LargeBlobKey, got.KeyBlob)
+	}
+	// Hostile or older forms: user.id absent or null, credBlob h''.
+	for _, h := range []string{
+		minimalRecord,                              // no key 6 at all
+		"a6" + minimalRecord[2:] + "06f6",          // 6: null
+		"a6" + minimalRecord[2:] + "1040",          // 16: h''
+		"a7" + minimalRecord[2:] + "0640" + "1040", // both empty
+	} {
+		b, _ := hex.DecodeString(h)
+		r, err := decodeRecord(b)
+		if err != nil {
+			t.Fatalf("%s: %v", h, err)
+		}
+		c := r.credential()
+		if c.UserID == nil || c.CredBlob != nil {
+			t.Errorf("%s: UserID %#v, CredBlob %#v", h, c.UserID, c.CredBlob)
+		}
+		roundTrip(t, r)
+	}
+}
+
+// roundTrip is the fuzz target's invariant: whatever decodes re-encodes
+// and decodes to the same credential.
+func roundTrip(t *testing.T, r *record) {
+	t.Helper()
+	enc, err := encodeRecord(r)
+	if err != nil {
+		t.Fatalf("decoded record does not encode: %v", err)
+	}
+	r2, err := decodeRecord(enc)
+	if err != nil {
+		t.Fatalf("re-encoded record does not decode: %v", err)
+	}
+	if !reflect.DeepEqual(r.credential(), r2.credential()) || r.Seq != r2.Seq {
+		t.Fatalf("round trip changed the record:\n%+v\n%+v", r, r2)
+	}
+}
+
 func FuzzDecodeRecord(f *testing.F) {
 	full := recordFrom(&Credential{
 		ID: []byte{1, 2, 3}, RPID: "example.com", RPName: "Example", UserID: []byte("u"),
@@ -75,6 +137,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		"", "a0", minimalRecord, minimalRecord + "00", "bf0101ff", "c6" + minimalRecord,
 		"a50101020103" + "5affffffff", "a6" + minimalRecord[2:] + "0d8181818180",
 		"a6" + minimalRecord[2:] + "0101", "a6" + minimalRecord[2:] + "0d82001a3b9aca00",
+		"a6" + minimalRecord[2:] + "1040", "a6" + minimalRecord[2:] + "06f6",
 	} {
 		b, err := hex.DecodeString(h)
 		if err != nil {
@@ -87,17 +150,6 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Whatever decodes must survive a round trip unchanged.
-		enc, err := encodeRecord(r)
-		if err != nil {
-			t.Fatalf("decoded record does not encode: %v", err)
-		}
-		r2, err := decodeRecord(enc)
-		if err != nil {
-			t.Fatalf("re-encoded record does not decode: %v", err)
-		}
-		if !reflect.DeepEqual(r.credential(), r2.credential()) || r.Seq != r2.Seq {
-			t.Fatalf("round trip changed the record:\n%+v\n%+v", r, r2)
-		}
+		roundTrip(t, r) // whatever decodes survives a round trip unchanged
 	})
 }

@@ -17,8 +17,11 @@ import (
 
 // Credential is one credential's stored form.
 //
-// Times come back in UTC with nanosecond precision (compare with Equal);
-// empty byte slices come back nil.
+// Times come back in UTC with nanosecond precision (compare with Equal).
+// UserID always comes back non-nil: CTAP returns user.id as a byte string
+// even when it is empty (§6.2.2), so an empty ID must not turn into CBOR
+// null. The other byte fields are optional, and empty ones come back nil:
+// for them, absent and empty mean the same.
 type Credential struct {
 	ID              []byte // credential ID as the RP sees it
 	RPID            string
@@ -60,7 +63,7 @@ type record struct {
 	ID              []byte `cbor:"3,keyasint"`
 	RPID            string `cbor:"4,keyasint"`
 	RPName          string `cbor:"5,keyasint,omitempty"`
-	UserID          []byte `cbor:"6,keyasint,omitempty"`
+	UserID          []byte `cbor:"6,keyasint"` // always written, h'' when empty
 	UserName        string `cbor:"7,keyasint,omitempty"`
 	UserDisplayName string `cbor:"8,keyasint,omitempty"`
 	Algorithm       int    `cbor:"9,keyasint"`
@@ -135,7 +138,7 @@ func recordFrom(c *Credential, seq uint64) *record {
 		ID:              c.ID,
 		RPID:            c.RPID,
 		RPName:          c.RPName,
-		UserID:          c.UserID,
+		UserID:          nonNil(c.UserID),
 		UserName:        c.UserName,
 		UserDisplayName: c.UserDisplayName,
 		Algorithm:       c.Algorithm,
@@ -155,19 +158,38 @@ func (r *record) credential() *Credential {
 		ID:              r.ID,
 		RPID:            r.RPID,
 		RPName:          r.RPName,
-		UserID:          r.UserID,
+		UserID:          nonNil(r.UserID),
 		UserName:        r.UserName,
 		UserDisplayName: r.UserDisplayName,
 		Algorithm:       r.Algorithm,
-		KeyBlob:         r.KeyBlob,
+		KeyBlob:         nilIfEmpty(r.KeyBlob),
 		Discoverable:    r.Discoverable,
 		CredProtect:     r.CredProtect,
 		CreatedAt:       r.CreatedAt.time(),
 		LastUsedAt:      r.LastUsedAt.time(),
 		HMACSecret:      r.HMACSecret,
-		CredBlob:        r.CredBlob,
-		LargeBlobKey:    r.LargeBlobKey,
+		CredBlob:        nilIfEmpty(r.CredBlob),
+		LargeBlobKey:    nilIfEmpty(r.LargeBlobKey),
 	}
+}
+
+// nonNil returns b, or an empty non-nil slice for nil (records written
+// before UserID was always stored, or a null in a hostile record).
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// nilIfEmpty maps an explicitly empty optional field onto "absent", the
+// form the encoder (omitempty) writes, so that a record reads back the
+// same after any number of round trips.
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 // checkCredential rejects what could not be stored and read back.

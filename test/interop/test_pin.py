@@ -99,8 +99,8 @@ class ClientPinV2Tests(PinTestCase):
         self.assertTrue(info.options["clientPin"])
         self.assertEqual(info.pin_uv_protocols, [2, 1])
         self.assertEqual(self.client_pin.get_pin_retries()[0], 8)
-        # A second setPIN is not allowed.
-        self.assertCtapError(ERR.NOT_ALLOWED, self.client_pin.set_pin, "5678")
+        # A second setPIN: PIN_AUTH_INVALID (CTAP 2.1 section 6.5.5.5).
+        self.assertCtapError(ERR.PIN_AUTH_INVALID, self.client_pin.set_pin, "5678")
 
         rp = unique_rp()
         tok = self.token(rp_id=rp["id"])
@@ -181,10 +181,11 @@ class ClientPinV2Tests(PinTestCase):
         self.assertFalse(att.auth_data.flags & FLAG_UV)
         # A discoverable one needs the PIN.
         self.assertCtapError(ERR.PIN_REQUIRED, self.make_credential, rp, user(), None, {"rk": True})
-        # The zero-length pinUvAuthParam probe.
-        self.assertCtapError(ERR.PIN_AUTH_INVALID, self.ctap2.make_credential, os.urandom(32), rp, user(),
+        # The zero-length pinUvAuthParam probe: PIN_INVALID once a PIN is
+        # set (CTAP 2.1 sections 6.1.2 and 6.2.2, step 1).
+        self.assertCtapError(ERR.PIN_INVALID, self.ctap2.make_credential, os.urandom(32), rp, user(),
                              ES256, None, None, None, b"", 2)
-        self.assertCtapError(ERR.PIN_AUTH_INVALID, self.ctap2.get_assertion, rp["id"], os.urandom(32),
+        self.assertCtapError(ERR.PIN_INVALID, self.ctap2.get_assertion, rp["id"], os.urandom(32),
                              None, None, None, b"", 2)
         # A wrong pinUvAuthParam.
         tok = self.token()
