@@ -18,8 +18,10 @@ build:
 deps:
 	@test/deps.sh
 
+# -race: the daemon is concurrent (CTAPHID sessions, prompts, the control
+# socket); every test runs under the race detector.
 test: deps build
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 bench: deps
 	@test/bench.sh
