@@ -73,6 +73,23 @@ class ExtensionTests(PinTestCase):
         _, resp = self.hmac_get(rp["id"], [s1], [plain.auth_data.credential_data.credential_id])
         self.assertNotIn("hmac-secret", resp.auth_data.extensions or {})
 
+    def test_hmac_secret_needs_presence(self):
+        # up=false with hmac-secret: UNSUPPORTED_OPTION, so no process that can
+        # open the device derives the secret silently; credBlob is omitted.
+        rp = unique_rp()
+        att = self.create(rp, extensions={"hmac-secret": True, "credBlob": b"blob"})
+        cid = att.auth_data.credential_data.credential_id
+        ext = HmacSecretExtension(self.ctap2, self.protocol_class())
+        inp = ext.process_get_input({"hmacGetSecret": {"salt1": os.urandom(32)}})
+        allow = [{"type": "public-key", "id": cid}]
+        self.assertCtapError(ERR.UNSUPPORTED_OPTION, self.ctap2.get_assertion, rp["id"], os.urandom(32),
+                             allow, {"hmac-secret": inp}, {"up": False})
+        resp = self.ctap2.get_assertion(rp["id"], os.urandom(32), allow, {"credBlob": True}, {"up": False})
+        self.assertEqual(resp.auth_data.flags & 0x01, 0)
+        self.assertFalse(resp.auth_data.extensions)
+        resp = self.ctap2.get_assertion(rp["id"], os.urandom(32), allow, {"credBlob": True})
+        self.assertEqual(resp.auth_data.extensions["credBlob"], b"blob")
+
     def test_hmac_secret_get_next_assertion(self):
         rp = unique_rp()
         ids = [self.create(rp, user(n), extensions={"hmac-secret": True}).auth_data.credential_data.credential_id
