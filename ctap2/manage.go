@@ -103,7 +103,10 @@ func (a *Authenticator) authorizeManagement(ctx context.Context, op prompt.Opera
 
 // pinError explains a failed PIN check.
 func (a *Authenticator) pinError(err error) error {
+	var lockout *tpmLockoutError
 	switch {
+	case errors.As(err, &lockout):
+		return fmt.Errorf("%w: %v", ErrManagementDenied, lockout)
 	case errors.Is(err, ErrPinInvalid):
 		return fmt.Errorf("%w: wrong PIN (%d tries left)", ErrManagementDenied, a.pin.retries)
 	case errors.Is(err, ErrPinAuthBlocked):
