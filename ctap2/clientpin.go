@@ -571,6 +571,13 @@ func (a *Authenticator) verifyUser(ctx context.Context, req prompt.Request) erro
 	if a.pin.consecutive >= maxConsecutiveMisses {
 		return ErrPinAuthBlocked
 	}
+	// A TPM in lockout cannot check the PIN: the prompt says so and when
+	// it recovers. The PIN is still asked for, and checkPINHash asks the
+	// TPM again once it is typed (the lockout may have been reset
+	// meanwhile); a lockout costs no retry either way.
+	if st, known := a.daStatus(); known && st.Locked() {
+		req.Notice = lockoutText(st, known, a.now())
+	}
 	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
 	defer ctaphid.SetStatus(ctx, ctaphid.StatusProcessing)
 	pctx, cancel := context.WithTimeout(ctx, prompt.Timeout)

@@ -13,6 +13,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/passkeyd/passkeyd/ctap2/pinuv"
+	"github.com/passkeyd/passkeyd/ctap2/prompt"
 	"github.com/passkeyd/passkeyd/keystore"
 	"github.com/passkeyd/passkeyd/tpm"
 )
@@ -77,12 +78,16 @@ var (
 	daLocked = tpm.DAStatus{Counter: 3, MaxTries: 3, RecoveryTime: 1000 * time.Second, LockoutRecovery: 1000 * time.Second, InLockout: true}
 )
 
-// newLockoutEnv is an authenticator on lockoutTPM with the PIN set.
-func newLockoutEnv(t *testing.T, pin string) (*testEnv, *lockoutTPM) {
+// newLockoutEnv is an authenticator on lockoutTPM with the PIN set,
+// prompting through pr (e.prompt when nil).
+func newLockoutEnv(t *testing.T, pin string, pr prompt.Prompter) (*testEnv, *lockoutTPM) {
 	t.Helper()
 	e := openEnv(t, t.TempDir())
 	f := &lockoutTPM{TPM: sharedTPM, store: e.store, status: daClear}
-	a, err := New(Config{TPM: f, Store: e.store, Prompt: e.prompt, Now: e.clock.Now})
+	if pr == nil {
+		pr = e.prompt
+	}
+	a, err := New(Config{TPM: f, Store: e.store, Prompt: pr, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +204,7 @@ var pinCheckingSubcommands = []struct {
 // reach CTAP2_ERR_PIN_BLOCKED (0x32), nor CTAP's own 3-in-a-row block.
 func TestTPMLockoutDuringCheckRefundsRetry(t *testing.T) {
 	const pin = "2468"
-	e, f := newLockoutEnv(t, pin)
+	e, f := newLockoutEnv(t, pin, nil)
 	f.set(daClear, nil, true)
 	for round := 1; round <= 4; round++ { // 12 checks
 		for _, c := range pinCheckingSubcommands {
@@ -242,7 +247,7 @@ func TestTPMLockoutDuringCheckRefundsRetry(t *testing.T) {
 // cannot be read is asked as before, and its lockout answer is refunded.
 func TestTPMLockoutAskedBeforeRetrySpent(t *testing.T) {
 	const pin = "2468"
-	e, f := newLockoutEnv(t, pin)
+	e, f := newLockoutEnv(t, pin, nil)
 	locked := daLocked
 	locked.InLockout = false // the counter alone says lockout
 	for _, st := range []tpm.DAStatus{daLocked, locked} {
@@ -286,6 +291,81 @@ func TestTPMLockoutAskedBeforeRetrySpent(t *testing.T) {
 	f.set(daClear, nil, false)
 	if st := pinCheck(t, e.a, pinGetPinToken, pin); st != StatusOK {
 		t.Fatalf("right PIN after the lockout: %v", st)
+	}
+}
+
+// uvPrompter types pin into every PIN prompt and records what it showed.
+type uvPrompter struct {
+	testPrompter
+	pin     string
+	shown   []prompt.Request
+	retries []int
+}
+
+func (p *uvPrompter) EnterPIN(_ context.Context, req prompt.Request, retries int) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shown, p.retries = append(p.shown, req), append(p.retries, retries)
+	return p.pin, nil
+}
+
+func (p *uvPrompter) last() (prompt.Request, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.shown[len(p.shown)-1], p.retries[len(p.retries)-1]
+}
+
+// TestTPMLockoutBuiltInUV: built-in UV (getPinUvAuthTokenUsingUvWithPermissions,
+// CTAP 2.1 §6.5.5.7.3) on a TPM in lockout. The PIN prompt says that the
+// TPM is locked out and when it recovers, shows the 8 retries left, and
+// the typed PIN costs none: the answer is CTAP2_ERR_UV_BLOCKED (0x3C, what
+// built-in UV answers when it cannot verify now), for a lockout known
+// before the prompt and for one that the TPM reports only at the check.
+func TestTPMLockoutBuiltInUV(t *testing.T) {
+	const pin = "2468"
+	p := &uvPrompter{pin: pin}
+	e, f := newLockoutEnv(t, pin, p)
+	uv := func() Status {
+		pp := newPlatformPIN(t, e.a)
+		return Status(rawCall(t, e.a, CmdClientPIN, map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingUvWithPermissions,
+			3: pp.p.PublicKey(), 9: int(pinuv.PermGetAssertion), 10: "example.com"})[0])
+	}
+
+	f.set(daLocked, nil, true)
+	for i := 1; i <= 10; i++ {
+		if st := uv(); st != ErrUVBlocked || byte(st) != 0x3C {
+			t.Fatalf("try %d: built-in UV in lockout: status 0x%02x (%v), want 0x3C CTAP2_ERR_UV_BLOCKED", i, byte(st), st)
+		}
+		req, retries := p.last()
+		if !strings.Contains(req.Notice, "dictionary-attack lockout") || !strings.Contains(req.Notice, "until about 12:16 (within 16m40s") || retries != maxPINRetries {
+			t.Fatalf("try %d: PIN prompt notice %q, retries %d; want the lockout, its end and 8", i, req.Notice, retries)
+		}
+	}
+	if got := f.unseals(); len(got) != 0 {
+		t.Fatalf("built-in UV sent the PIN to a TPM in lockout %d times", len(got))
+	}
+	if r, s := pinRetries(t, e); r != maxPINRetries || s != maxPINRetries {
+		t.Fatalf("built-in UV in lockout: getPINRetries %d, stored %d; want 8", r, s)
+	}
+
+	// Locked out only by the time the PIN is checked.
+	f.set(daClear, nil, true)
+	if st := uv(); st != ErrUVBlocked {
+		t.Fatalf("built-in UV, lockout at the check: %v, want 0x3C", st)
+	}
+	if req, _ := p.last(); req.Notice != "" {
+		t.Errorf("notice %q before the TPM was in lockout", req.Notice)
+	}
+	if got := f.unseals(); len(got) != 1 || got[0] != maxPINRetries-1 {
+		t.Fatalf("durable retries while the TPM checked: %v, want [7]", got)
+	}
+	if r, s := pinRetries(t, e); r != maxPINRetries || s != maxPINRetries {
+		t.Fatalf("built-in UV, lockout at the check: getPINRetries %d, stored %d; want 8", r, s)
+	}
+
+	f.set(daClear, nil, false)
+	if st := uv(); st != StatusOK {
+		t.Fatalf("built-in UV after the lockout: %v", st)
 	}
 }
 
