@@ -268,6 +268,9 @@ func TestTPMLockoutAskedBeforeRetrySpent(t *testing.T) {
 			t.Fatalf("%+v: getPINRetries %d, stored %d; want 8", st, r, s)
 		}
 	}
+	if in := e.a.Info(); in.TPMLockout == nil || !in.TPMLockout.Locked() || in.PINRetries != maxPINRetries {
+		t.Errorf("Info in lockout: %+v, retries %d", in.TPMLockout, in.PINRetries)
+	}
 	err := e.a.DeleteCredentials(context.Background(), nil, pin)
 	if !errors.Is(err, ErrManagementDenied) || !strings.Contains(err.Error(), "within 16m40s") {
 		t.Errorf("management in lockout: %v, want the lockout and its recovery time", err)
