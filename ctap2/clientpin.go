@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
@@ -366,12 +367,21 @@ func (a *Authenticator) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, 
 // checkPINHash has the TPM check LEFT(SHA-256(PIN), 16). The retry
 // counter is decremented durably before the TPM sees the guess, so a
 // crash (or a kill) during the check never refunds an attempt.
+//
+// A TPM in dictionary-attack lockout judges no PIN (TPM_RC_LOCKOUT, for
+// the right PIN too), so a lockout never costs a retry: the TPM is asked
+// for its lockout state before the decrement, and if it locks out in
+// between (another program on the same TPM), the decrement is refunded,
+// durably. Either way the answer is ErrPinAuthBlocked (a *tpmLockoutError).
 func (a *Authenticator) checkPINHash(h []byte) error {
 	if a.pin.retries == 0 {
 		return ErrPinBlocked
 	}
 	if a.pin.consecutive >= maxConsecutiveMisses {
 		return ErrPinAuthBlocked
+	}
+	if st, known := a.daStatus(); known && st.Locked() {
+		return a.tpmLockout(st, known, false)
 	}
 	if err := a.setRetries(a.pin.retries - 1); err != nil {
 		return err
@@ -388,10 +398,13 @@ func (a *Authenticator) checkPINHash(h []byte) error {
 		}
 		return ErrPinInvalid
 	case errors.Is(err, tpm.ErrLockout):
-		// The TPM's own dictionary-attack backstop tripped (it is
-		// TPM-wide): say so plainly in the log, and refuse.
-		a.log.Error("the TPM is in dictionary-attack lockout: PIN checks fail until it recovers (see the TPM's recovery time) or its lockout authority resets it", "err", err)
-		return ErrPinAuthBlocked
+		// The TPM locked out after the check above: it refused without
+		// judging the PIN, so the try is given back.
+		if rerr := a.setRetries(a.pin.retries + 1); rerr != nil {
+			a.log.Error("could not give back the PIN retry the TPM lockout took", "err", rerr)
+		}
+		st, known := a.daStatus()
+		return a.tpmLockout(st, known, true)
 	case err != nil:
 		return fmt.Errorf("check PIN: %w", err)
 	}
@@ -401,6 +414,75 @@ func (a *Authenticator) checkPINHash(h []byte) error {
 	a.pin.length = int(data[32])
 	a.pin.consecutive = 0
 	return a.setRetries(maxPINRetries)
+}
+
+// daReporter is a TPM that reports its dictionary-attack state (*tpm.TPM
+// does). A TPM without it is not asked before a PIN check; a lockout then
+// still costs nothing, through the refund in checkPINHash.
+type daReporter interface {
+	DictionaryAttackStatus() (tpm.DAStatus, error)
+}
+
+// daStatus reads the TPM's dictionary-attack state; known is false when
+// the TPM cannot tell.
+func (a *Authenticator) daStatus() (st tpm.DAStatus, known bool) {
+	r, ok := a.tpm.(daReporter)
+	if !ok {
+		return tpm.DAStatus{}, false
+	}
+	st, err := r.DictionaryAttackStatus()
+	if err != nil {
+		a.log.Warn("could not read the TPM's dictionary-attack status", "err", err)
+		return tpm.DAStatus{}, false
+	}
+	return st, true
+}
+
+// tpmLockoutError is ErrPinAuthBlocked (CTAP2_ERR_PIN_AUTH_BLOCKED, CTAP
+// 2.1 §6.5.5.7: no PIN can be tried now) because the TPM is in
+// dictionary-attack lockout. No PIN retry was spent.
+type tpmLockoutError struct {
+	status tpm.DAStatus
+	known  bool // status was read from the TPM
+	at     time.Time
+}
+
+func (e *tpmLockoutError) Error() string { return lockoutText(e.status, e.known, e.at) }
+
+// Unwrap makes the error the CTAP status the platform receives.
+func (e *tpmLockoutError) Unwrap() error { return ErrPinAuthBlocked }
+
+// tpmLockout logs a refused PIN check and returns its error. raced says
+// the TPM answered TPM_RC_LOCKOUT although it was not in lockout just
+// before.
+func (a *Authenticator) tpmLockout(st tpm.DAStatus, known, raced bool) error {
+	e := &tpmLockoutError{status: st, known: known, at: a.now()}
+	within, recovers := st.RecoversWithin()
+	a.log.Warn("PIN not checked: the TPM is in dictionary-attack lockout (TPM-wide); no PIN retry was used",
+		"failed_tries", st.Counter, "max_tries", st.MaxTries, "status_known", known,
+		"recovers_within", within, "recovers_without_reset", known && recovers,
+		"locked_during_check", raced, "pin_retries", a.pin.retries)
+	return e
+}
+
+// lockoutText tells a person, in one line, that the TPM is in lockout and
+// when it recovers; now is when st was read.
+func lockoutText(st tpm.DAStatus, known bool, now time.Time) string {
+	const head = "The TPM is in dictionary-attack lockout and cannot check the PIN "
+	const tail = "; no PIN attempt is used."
+	d, ok := st.RecoversWithin()
+	switch {
+	case !known:
+		return head + "until it recovers or its owner resets it (tpm2_dictionarylockout --clear-lockout)" + tail
+	case !ok:
+		return head + "until its owner resets it (tpm2_dictionarylockout --clear-lockout)" + tail
+	}
+	layout := "15:04"
+	if d >= 12*time.Hour {
+		layout = "Jan 2 15:04"
+	}
+	return head + fmt.Sprintf("until about %s (within %v of TPM uptime) or until its owner resets it",
+		now.Add(d).Format(layout), d) + tail
 }
 
 // getPinToken is §6.5.5.7 (getPinToken, and with permissions when
@@ -488,6 +570,13 @@ func (a *Authenticator) verifyUser(ctx context.Context, req prompt.Request) erro
 	}
 	if a.pin.consecutive >= maxConsecutiveMisses {
 		return ErrPinAuthBlocked
+	}
+	// A TPM in lockout cannot check the PIN: the prompt says so and when
+	// it recovers. The PIN is still asked for, and checkPINHash asks the
+	// TPM again once it is typed (the lockout may have been reset
+	// meanwhile); a lockout costs no retry either way.
+	if st, known := a.daStatus(); known && st.Locked() {
+		req.Notice = lockoutText(st, known, a.now())
 	}
 	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
 	defer ctaphid.SetStatus(ctx, ctaphid.StatusProcessing)

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/tpm"
 )
 
 // The management API serves passkeyctl through the daemon's control socket.
@@ -43,6 +44,10 @@ type Info struct {
 	Capacity     int
 	Algorithms   []int
 	Attestation  AttestationMode
+	// TPMLockout is the TPM's dictionary-attack state (TPM-wide); nil
+	// when the TPM does not report it. While it is Locked the TPM checks
+	// no PIN, and no PIN retry is used.
+	TPMLockout *tpm.DAStatus
 }
 
 // ErrManagementDenied wraps the reason a management request was refused.
@@ -56,11 +61,15 @@ func (a *Authenticator) Info() Info {
 	for i, alg := range a.algorithm {
 		algs[i] = int(alg)
 	}
-	return Info{
+	in := Info{
 		AAGUID: AAGUID, PINSet: a.pinSet(), PINRetries: a.pin.retries, MinPINLength: a.cfg.MinPINLength,
 		AlwaysUV: a.cfg.AlwaysUV, BuiltInUV: a.builtInUV(), Credentials: a.store.CountCredentials(),
 		Capacity: a.capacity, Algorithms: algs, Attestation: a.attestation,
 	}
+	if st, known := a.daStatus(); known {
+		in.TPMLockout = &st
+	}
+	return in
 }
 
 // ListCredentials returns every discoverable credential, newest first.
@@ -103,7 +112,10 @@ func (a *Authenticator) authorizeManagement(ctx context.Context, op prompt.Opera
 
 // pinError explains a failed PIN check.
 func (a *Authenticator) pinError(err error) error {
+	var lockout *tpmLockoutError
 	switch {
+	case errors.As(err, &lockout):
+		return fmt.Errorf("%w: %v", ErrManagementDenied, lockout)
 	case errors.Is(err, ErrPinInvalid):
 		return fmt.Errorf("%w: wrong PIN (%d tries left)", ErrManagementDenied, a.pin.retries)
 	case errors.Is(err, ErrPinAuthBlocked):

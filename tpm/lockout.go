@@ -68,6 +68,31 @@ type DAStatus struct {
 	InLockout bool
 }
 
+// Locked reports whether the TPM refuses DA-protected objects now: it
+// answers TPM_RC_LOCKOUT without judging their authorization, so a PIN
+// check then tells nothing about the PIN.
+func (s DAStatus) Locked() bool { return s.InLockout || s.Counter >= s.MaxTries }
+
+// RecoversWithin is, for a TPM in lockout, the longest it stays locked out
+// unless its lockout authority resets it: one failed try is forgiven per
+// RecoveryTime of TPM uptime (the time since the last counted failure is
+// not reported, so the first interval may be partly over). It is 0 for a
+// TPM not in lockout. ok is false when only a reset ends the lockout
+// (RecoveryTime or MaxTries 0).
+func (s DAStatus) RecoversWithin() (d time.Duration, ok bool) {
+	if !s.Locked() {
+		return 0, true
+	}
+	if s.RecoveryTime == 0 || s.MaxTries == 0 {
+		return 0, false
+	}
+	n := uint32(1) // in lockout below MaxTries: the parameters changed since
+	if s.Counter >= s.MaxTries {
+		n = s.Counter - s.MaxTries + 1
+	}
+	return time.Duration(n) * s.RecoveryTime, true
+}
+
 // DictionaryAttackStatus reads the TPM's dictionary-attack state with one
 // TPM2_GetCapability (TPM properties TPM_PT_PERMANENT..TPM_PT_LOCKOUT_RECOVERY).
 func (t *TPM) DictionaryAttackStatus() (DAStatus, error) {

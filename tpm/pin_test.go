@@ -260,6 +260,9 @@ func TestPINLockout(t *testing.T) {
 		if !st.InLockout || st.Counter != maxTries {
 			t.Errorf("after %d wrong PINs: %+v, want in lockout", maxTries, st)
 		}
+		if d, ok := st.RecoversWithin(); !st.Locked() || !ok || d != st.RecoveryTime {
+			t.Errorf("after %d wrong PINs: Locked %v, RecoversWithin %v %v; want true, %v", maxTries, st.Locked(), d, ok, st.RecoveryTime)
+		}
 		for _, p := range [][]byte{wrong, pin} {
 			_, err = tp.UnsealWithPIN(blob, p)
 			if !errors.Is(err, ErrLockout) || errors.Is(err, ErrPINMismatch) {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
 )
 
 func TestVersion(t *testing.T) {
@@ -22,5 +25,29 @@ func TestVersion(t *testing.T) {
 	root.SetErr(&bytes.Buffer{})
 	if err := root.Execute(); err == nil {
 		t.Error("version accepted an argument")
+	}
+}
+
+// TestLockoutLine: info says whether the TPM is in lockout and, if so,
+// when it recovers and that no PIN retry is used.
+func TestLockoutLine(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.Local)
+	for _, c := range []struct {
+		l    mgmt.Lockout
+		want []string
+	}{
+		{mgmt.Lockout{FailedTries: 1, MaxTries: 3, RecoveryIntervalSeconds: 1000},
+			[]string{"no (1 of 3 failed tries, TPM-wide; one forgiven per 16m40s)"}},
+		{mgmt.Lockout{InLockout: true, FailedTries: 3, MaxTries: 3, RecoveryIntervalSeconds: 1000, RecoversWithinSeconds: 1000},
+			[]string{"YES", "dictionary-attack lockout (3 of 3 failed tries", "recovers within 16m40s (by about 12:16)", "No PIN retry is used"}},
+		{mgmt.Lockout{InLockout: true, FailedTries: 3, MaxTries: 3},
+			[]string{"dictionary-attack lockout", "only its lockout authority ends it", "No PIN retry is used"}},
+	} {
+		got := lockoutLine(&c.l, now)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("lockoutLine(%+v) = %q, want %q in it", c.l, got, w)
+			}
+		}
 	}
 }

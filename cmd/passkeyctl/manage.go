@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -309,8 +310,7 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 			if in.PINSet {
 				pin = fmt.Sprintf("set (%d tries left, minimum length %d)", in.PINRetries, in.MinPINLength)
 			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			for _, row := range [][2]string{
+			rows := [][2]string{
 				{"Version", in.Version},
 				{"AAGUID", in.AAGUID},
 				{"TPM", fmt.Sprintf("%s (manufacturer %q, firmware %s)", in.TPM.Kind, strings.TrimSpace(in.TPM.Manufacturer), in.TPM.Firmware)},
@@ -323,7 +323,12 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 				{"State dir", in.StateDir},
 				{"Transport", in.Transport},
 				{"Prompt", in.Prompt},
-			} {
+			}
+			if in.TPMLockout != nil { // after the PIN: it says why the PIN cannot be checked
+				rows = slices.Insert(rows, 4, [2]string{"TPM lockout", lockoutLine(in.TPMLockout, time.Now())})
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			for _, row := range rows {
 				fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 			}
 			return tw.Flush()
@@ -331,6 +336,24 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	return cmd
+}
+
+// lockoutLine describes the TPM's dictionary-attack state for info.
+func lockoutLine(l *mgmt.Lockout, now time.Time) string {
+	interval := time.Duration(l.RecoveryIntervalSeconds) * time.Second
+	if !l.InLockout {
+		return fmt.Sprintf("no (%d of %d failed tries, TPM-wide; one forgiven per %v)", l.FailedTries, l.MaxTries, interval)
+	}
+	line := fmt.Sprintf("YES: the TPM is in dictionary-attack lockout (%d of %d failed tries, TPM-wide) and checks no PIN; ",
+		l.FailedTries, l.MaxTries)
+	if l.RecoversWithinSeconds > 0 {
+		within := time.Duration(l.RecoversWithinSeconds) * time.Second
+		line += fmt.Sprintf("it recovers within %v (by about %s) or at once with tpm2_dictionarylockout --clear-lockout",
+			within, now.Add(within).Format("15:04"))
+	} else {
+		line += "only its lockout authority ends it (tpm2_dictionarylockout --clear-lockout)"
+	}
+	return line + ". No PIN retry is used meanwhile."
 }
 
 func yesNo(b bool) string {

@@ -14,7 +14,8 @@ import (
 // "agent" request, the connection carries one JSON message per line:
 //
 //	daemon -> agent  {"prompt": {"id": 7, "kind": "confirm"|"pin", "operation": "sign in",
-//	                             "rp": "example.com", "user": "alice", "retries": 8}}
+//	                             "rp": "example.com", "user": "alice", "retries": 8,
+//	                             "notice": "The TPM is in dictionary-attack lockout ..."}}
 //	daemon -> agent  {"cancel": 7}
 //	agent -> daemon  {"id": 7, "ok": true, "pin": "1234"}        ("pin" only for kind "pin")
 //	agent -> daemon  {"id": 7, "ok": false, "error": "denied"|"timeout"|"cancelled"|"unavailable"}
@@ -46,6 +47,7 @@ type AgentPrompt struct {
 	RP        string `json:"rp,omitempty"`
 	User      string `json:"user,omitempty"`
 	Retries   int    `json:"retries,omitempty"`
+	Notice    string `json:"notice,omitempty"`
 }
 
 // AgentRequest is a message from the daemon to the agent: a prompt or
@@ -219,6 +221,7 @@ func (a *Agent) ask(ctx context.Context, kind string, req Request, retries int) 
 	}()
 	msg := AgentRequest{Prompt: &AgentPrompt{
 		ID: id, Kind: kind, Operation: string(req.Operation), RP: req.RPID, User: req.UserName, Retries: retries,
+		Notice: req.Notice,
 	}}
 	if err := c.send(msg); err != nil {
 		a.log().Warn("prompt agent unreachable", "err", err)
@@ -384,7 +387,7 @@ func show(ctx context.Context, ui PINEntry, p AgentPrompt, log *slog.Logger) Age
 		ans.Error = AnswerCancelled
 		return ans
 	}
-	req := Request{Operation: Operation(p.Operation), RPID: p.RP, UserName: p.User}
+	req := Request{Operation: Operation(p.Operation), RPID: p.RP, UserName: p.User, Notice: p.Notice}
 	var err error
 	switch p.Kind {
 	case KindConfirm:

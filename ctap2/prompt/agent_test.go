@@ -161,13 +161,13 @@ func TestAgentConfirmAndPIN(t *testing.T) {
 	if err := a.Confirm(context.Background(), req); err != nil {
 		t.Fatalf("Confirm: %v", err)
 	}
-	pin, err := a.EnterPIN(context.Background(), Request{Operation: OpVerify, RPID: "x.example"}, 3)
+	pin, err := a.EnterPIN(context.Background(), Request{Operation: OpVerify, RPID: "x.example", Notice: "TPM locked out"}, 3)
 	if err != nil || pin != ui.pin {
 		t.Fatalf("EnterPIN = %q, %v", pin, err)
 	}
 	ui.mu.Lock()
 	defer ui.mu.Unlock()
-	if len(ui.seen) != 2 || ui.seen[0] != req || ui.seen[1].Operation != OpVerify || ui.seen[1].RPID != "x.example" || ui.retries[1] != 3 {
+	if len(ui.seen) != 2 || ui.seen[0] != req || ui.seen[1].Operation != OpVerify || ui.seen[1].RPID != "x.example" || ui.seen[1].Notice != "TPM locked out" || ui.retries[1] != 3 {
 		t.Errorf("the agent was shown %+v %v", ui.seen, ui.retries)
 	}
 }

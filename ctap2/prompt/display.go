@@ -78,6 +78,9 @@ func (r Request) Describe(max int) []string {
 	if r.UserName != "" {
 		lines = append(lines, "Account: "+Display(r.UserName, max))
 	}
+	if r.Notice != "" {
+		lines = append(lines, Display(r.Notice, max))
+	}
 	return lines
 }
 

@@ -39,6 +39,10 @@ func TestDescribe(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("Describe = %q", got)
 	}
+	got = Request{Operation: OpVerify, Notice: "The TPM is in lockout.\x1b[2J"}.Describe(DisplayMax)
+	if len(got) != 2 || got[1] != "The TPM is in lockout.\ufffd[2J" {
+		t.Errorf("Describe with a notice = %q, want it as the last line, made safe", got)
+	}
 	got = Request{Operation: OpReset}.Describe(DisplayMax)
 	if len(got) != 1 || !strings.Contains(got[0], "reset") {
 		t.Errorf("Describe without RP and user = %q", got)

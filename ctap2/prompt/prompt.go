@@ -28,11 +28,15 @@ const (
 	OpSetPIN   Operation = "change the security key's PIN"
 )
 
-// Request describes one prompt. RPID and UserName may be empty.
+// Request describes one prompt. RPID, UserName and Notice may be empty.
 type Request struct {
 	Operation Operation
 	RPID      string
 	UserName  string
+	// Notice is one line from the authenticator about its own state that
+	// the person should know before answering, e.g. that the TPM is in
+	// dictionary-attack lockout and when it recovers.
+	Notice string
 }
 
 // Errors a Prompter returns when it does not approve. A cancelled or

@@ -62,6 +62,24 @@ type Info struct {
 	StateDir     string   `json:"stateDir"`
 	Transport    string   `json:"transport"`
 	Prompt       string   `json:"prompt"`
+	// TPMLockout is absent when the TPM does not report it.
+	TPMLockout *Lockout `json:"tpmLockout,omitempty"`
+}
+
+// Lockout is the TPM's dictionary-attack state. It is TPM-wide: wrong
+// authorizations by any program count. In lockout the TPM checks no PIN;
+// passkeyd then refuses PINs without using a retry.
+type Lockout struct {
+	InLockout   bool   `json:"inLockout"`
+	FailedTries uint32 `json:"failedTries"` // TPM_PT_LOCKOUT_COUNTER
+	MaxTries    uint32 `json:"maxTries"`    // TPM_PT_MAX_AUTH_FAIL
+	// RecoveryIntervalSeconds is TPM_PT_LOCKOUT_INTERVAL: one failed try
+	// is forgiven per this much TPM uptime.
+	RecoveryIntervalSeconds int64 `json:"recoveryIntervalSeconds"`
+	// RecoversWithinSeconds is, in lockout, the longest until the TPM
+	// checks PINs again; 0 in lockout means only a reset by the lockout
+	// authority ends it (tpm2_dictionarylockout --clear-lockout).
+	RecoversWithinSeconds int64 `json:"recoversWithinSeconds"`
 }
 
 // DeleteArgs asks to delete credentials by their full IDs (base64url).

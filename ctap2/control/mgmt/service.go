@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/passkeyd/passkeyd/ctap2"
 	"github.com/passkeyd/passkeyd/ctap2/control"
@@ -42,13 +43,22 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		for i, a := range in.Algorithms {
 			algs[i] = tpm.Algorithm(a).String()
 		}
-		return Info{
+		out := Info{
 			Version: s.Version, AAGUID: formatAAGUID(in.AAGUID),
 			TPM:    TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion},
 			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
 			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
 			Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
-		}, nil
+		}
+		if st := in.TPMLockout; st != nil {
+			within, _ := st.RecoversWithin()
+			out.TPMLockout = &Lockout{
+				InLockout: st.Locked(), FailedTries: st.Counter, MaxTries: st.MaxTries,
+				RecoveryIntervalSeconds: int64(st.RecoveryTime / time.Second),
+				RecoversWithinSeconds:   int64(within / time.Second),
+			}
+		}
+		return out, nil
 	})
 	// The CA certificate is public, but like the rest it is served to
 	// root and the owner only: nobody else has business with this device.
