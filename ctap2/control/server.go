@@ -49,6 +49,10 @@ type Server struct {
 	ops   map[string]operation
 	conns map[*net.UnixConn]struct{}
 	sem   chan struct{}
+
+	// peerOf reads a connection's peer credentials (SO_PEERCRED); tests
+	// replace it to play uids other than their own.
+	peerOf func(*net.UnixConn) (Peer, error)
 }
 
 // NewServer returns a server without operations; log may be nil.
@@ -57,10 +61,11 @@ func NewServer(log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		log:   log,
-		ops:   make(map[string]operation),
-		conns: make(map[*net.UnixConn]struct{}),
-		sem:   make(chan struct{}, maxConns),
+		log:    log,
+		ops:    make(map[string]operation),
+		conns:  make(map[*net.UnixConn]struct{}),
+		sem:    make(chan struct{}, maxConns),
+		peerOf: peerOf,
 	}
 }
 
@@ -218,7 +223,7 @@ func fail(code, format string, a ...any) reply {
 }
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
-	peer, err := peerOf(c)
+	peer, err := s.peerOf(c)
 	if err != nil {
 		s.log.Warn("control socket: connection without credentials", "err", err)
 		return
