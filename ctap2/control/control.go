@@ -36,6 +36,10 @@
 // reservedConns of the maxConns slots are kept for the privileged peers
 // (root and the owner, Server.Reserve). Refusals are logged once per uid
 // when they start and then as a count per interval, not line by line.
+//
+// The other way round, a client checks who serves the socket before it
+// sends anything (Dial, Trust): a socket placed by another user could be
+// phishing for the PIN.
 package control
 
 import (
