@@ -3,13 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"os/user"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -36,9 +32,8 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 type agentOptions struct {
-	pinentry   string
-	terminal   bool
-	daemonUser string
+	pinentry string
+	terminal bool
 }
 
 func newAgentCommand(g *globalOptions) *cobra.Command {
@@ -76,7 +71,7 @@ refuses it and exits with status 78.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			trust, err := newServerTrust(o.daemonUser)
+			trust, err := g.trust()
 			if err != nil {
 				return err
 			}
@@ -85,7 +80,7 @@ refuses it and exits with status 78.`,
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, errUntrusted) {
+			if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, control.ErrUntrusted) {
 				return &exitError{code: exitConfig, err: err}
 			}
 			return err
@@ -94,89 +89,7 @@ refuses it and exits with status 78.`,
 	f := cmd.Flags()
 	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program to show prompts with (default: pinentry on PATH)")
 	f.BoolVar(&o.terminal, "terminal", false, "ask on this terminal instead of through pinentry")
-	f.StringVar(&o.daemonUser, "daemon-user", "", "also trust a daemon running as this user (name or uid); root, you and the \""+serviceUser+"\" account are always trusted")
 	return cmd
-}
-
-// errUntrusted: the socket is served by a user the agent does not trust.
-// Such a process could be phishing for the PIN, so nothing is shown.
-var errUntrusted = errors.New("untrusted control socket")
-
-// serviceUser is the account the shipped system unit runs passkeyd as
-// (cmd/passkeyd/dist: User=passkeyd, created by sysusers.d).
-const serviceUser = "passkeyd"
-
-// lookupUser resolves a user name; a variable so that tests can stand in
-// for /etc/passwd.
-var lookupUser = user.Lookup
-
-// trustedUID is a uid the agent shows prompts for, and why.
-type trustedUID struct {
-	uid  uint32
-	what string
-}
-
-// serverTrust decides which users a control socket may be served by for
-// the agent to show its prompts: root, the agent's own user, the service
-// account and an explicitly named daemon user.
-type serverTrust struct {
-	self    uint32
-	daemons []trustedUID
-}
-
-// newServerTrust is the trust of `passkeyctl agent --daemon-user
-// daemonUser` (empty: none given): root, this process's user, the
-// "passkeyd" account when it exists, and daemonUser, which must resolve.
-func newServerTrust(daemonUser string) (serverTrust, error) {
-	t := serverTrust{self: uint32(os.Getuid())}
-	if u, err := lookupUser(serviceUser); err == nil {
-		if uid, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
-			t.daemons = append(t.daemons, trustedUID{uint32(uid), "the " + serviceUser + " service user"})
-		}
-	}
-	if daemonUser != "" {
-		uid, err := resolveUser(daemonUser)
-		if err != nil {
-			return serverTrust{}, fmt.Errorf("--daemon-user: %w", err)
-		}
-		t.daemons = append(t.daemons, trustedUID{uid, "--daemon-user " + daemonUser})
-	}
-	return t, nil
-}
-
-// resolveUser turns a user name or a numeric uid into a uid. A number is
-// taken as a uid whether or not an account has it (a unit's User= may be
-// dynamic, a container's user unnamed).
-func resolveUser(s string) (uint32, error) {
-	if uid, err := strconv.ParseUint(s, 10, 32); err == nil {
-		return uint32(uid), nil
-	}
-	u, err := lookupUser(s)
-	if err != nil {
-		return 0, fmt.Errorf("no user %q", s)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("user %q has a non-numeric uid %q", s, u.Uid)
-	}
-	return uint32(uid), nil
-}
-
-// check returns nil when a socket at path served by uid is trusted, and
-// errUntrusted naming who would be trusted otherwise.
-func (t serverTrust) check(path string, uid uint32) error {
-	if uid == 0 || uid == t.self {
-		return nil
-	}
-	trusted := []string{"root", fmt.Sprintf("you (uid %d)", t.self)}
-	for _, d := range t.daemons {
-		if uid == d.uid {
-			return nil
-		}
-		trusted = append(trusted, fmt.Sprintf("%s (uid %d)", d.what, d.uid))
-	}
-	return fmt.Errorf("%w: %s is served by uid %d; trusted are %s: refusing to show its prompts (if passkeyd really runs as that user, pass --daemon-user)",
-		errUntrusted, path, uid, strings.Join(trusted, ", "))
 }
 
 // Reconnection backoff: quick at first, so that a prompt right after the
@@ -189,17 +102,13 @@ var (
 
 // runAgent is runAgentTrusting with the default trust (no --daemon-user).
 func runAgent(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger) error {
-	trust, err := newServerTrust("")
-	if err != nil {
-		return err
-	}
-	return runAgentTrusting(ctx, path, ui, log, trust)
+	return runAgentTrusting(ctx, path, ui, log, control.DefaultTrust())
 }
 
 // runAgentTrusting keeps an agent session with the daemon at path,
 // reconnecting with backoff, until ctx is done, the daemon refuses the
 // agent or the agent refuses the daemon (trust).
-func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger, trust serverTrust) error {
+func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger, trust *control.Trust) error {
 	backoff := minBackoff
 	reported := ""
 	for {
@@ -207,7 +116,7 @@ func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, errUntrusted) {
+		if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, control.ErrUntrusted) {
 			return err
 		}
 		if connected {
@@ -236,14 +145,10 @@ func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log 
 
 // agentSession runs one connection; connected reports whether the daemon
 // accepted the agent.
-func agentSession(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger, trust serverTrust) (connected bool, err error) {
-	cl, err := control.Dial(path)
+func agentSession(ctx context.Context, path string, ui prompt.PINEntry, log *slog.Logger, trust *control.Trust) (connected bool, err error) {
+	cl, err := control.DialTrusting(path, trust)
 	if err != nil {
-		return false, err
-	}
-	if err := trust.check(path, cl.Server().UID); err != nil {
-		cl.Close()
-		return false, err
+		return false, explainUntrusted(err)
 	}
 	st, err := cl.Stream("agent", nil)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,6 +31,10 @@ var binDir string
 func TestMain(m *testing.M) {
 	if path := os.Getenv("PASSKEYCTL_TEST_DAEMON"); path != "" {
 		serveForeignDaemon(path)
+		return
+	}
+	if path := os.Getenv("PASSKEYCTL_TEST_RECORDER"); path != "" {
+		serveRecorder(path)
 		return
 	}
 	d, err := os.MkdirTemp("", "passkeyctl-test")
@@ -432,90 +436,6 @@ func TestAgentFlags(t *testing.T) {
 	}
 }
 
-// stubUsers makes lookupUser see only the accounts in users (name -> uid)
-// for the rest of the test.
-func stubUsers(t *testing.T, users map[string]string) {
-	t.Helper()
-	old := lookupUser
-	lookupUser = func(name string) (*user.User, error) {
-		if uid, ok := users[name]; ok {
-			return &user.User{Username: name, Uid: uid}, nil
-		}
-		return nil, user.UnknownUserError(name)
-	}
-	t.Cleanup(func() { lookupUser = old })
-}
-
-// TestServerTrust is the agent's decision whom to show prompts for: root,
-// itself, the passkeyd service account when it exists, --daemon-user;
-// anyone else is refused (a socket that could be phishing for the PIN).
-func TestServerTrust(t *testing.T) {
-	self := uint32(os.Getuid())
-	for _, tc := range []struct {
-		name       string
-		users      map[string]string
-		daemonUser string
-		trusted    []uint32
-		refused    []uint32
-		wantErr    string // from newServerTrust
-	}{
-		// The shipped layout: the unit's User=passkeyd, found in passwd.
-		{name: "service account", users: map[string]string{"passkeyd": "990"}, trusted: []uint32{0, self, 990}, refused: []uint32{991, 65534, 1000}},
-		// No passkeyd account: only root and the agent's own user.
-		{name: "no service account", trusted: []uint32{0, self}, refused: []uint32{990, 65534}},
-		{name: "--daemon-user uid", daemonUser: "4242", trusted: []uint32{0, self, 4242}, refused: []uint32{990, 4243}},
-		{name: "--daemon-user name", users: map[string]string{"fido": "777"}, daemonUser: "fido", trusted: []uint32{0, self, 777}, refused: []uint32{990}},
-		{name: "--daemon-user and the service account", users: map[string]string{"passkeyd": "990"}, daemonUser: "991", trusted: []uint32{990, 991}, refused: []uint32{992}},
-		{name: "--daemon-user unknown", daemonUser: "nosuchuser", wantErr: `--daemon-user: no user "nosuchuser"`},
-		{name: "--daemon-user with a non-numeric uid", users: map[string]string{"odd": "S-1-5"}, daemonUser: "odd", wantErr: `--daemon-user: user "odd" has a non-numeric uid "S-1-5"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			stubUsers(t, tc.users)
-			trust, err := newServerTrust(tc.daemonUser)
-			if tc.wantErr != "" {
-				if err == nil || err.Error() != tc.wantErr {
-					t.Fatalf("newServerTrust(%q) = %v, want %q", tc.daemonUser, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, uid := range tc.trusted {
-				if err := trust.check("/run/passkeyd/control.sock", uid); err != nil {
-					t.Errorf("uid %d refused: %v", uid, err)
-				}
-			}
-			for _, uid := range tc.refused {
-				if uid == self {
-					continue
-				}
-				err := trust.check("/run/passkeyd/control.sock", uid)
-				if !errors.Is(err, errUntrusted) {
-					t.Errorf("uid %d: %v, want errUntrusted", uid, err)
-					continue
-				}
-				if want := fmt.Sprintf("untrusted control socket: /run/passkeyd/control.sock is served by uid %d; trusted are root, you (uid %d)", uid, self); !strings.HasPrefix(err.Error(), want) {
-					t.Errorf("uid %d: message %q, want it to start %q", uid, err, want)
-				}
-			}
-		})
-	}
-	// The message names each trusted account, so that whoever reads the
-	// journal knows what to pass.
-	stubUsers(t, map[string]string{"passkeyd": "990"})
-	trust, err := newServerTrust("4242")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("untrusted control socket: /s is served by uid 12345; trusted are root, you (uid %d), the passkeyd service user (uid 990), --daemon-user 4242 (uid 4242): refusing to show its prompts (if passkeyd really runs as that user, pass --daemon-user)", self)
-	if self != 12345 {
-		if err := trust.check("/s", 12345); err == nil || err.Error() != want {
-			t.Errorf("check = %v\nwant %s", err, want)
-		}
-	}
-}
-
 // serveForeignDaemon is the child process of TestAgentForeignDaemon: a
 // control server with the agent operation at path, running as whatever
 // uid the parent gave it, until its standard input closes.
@@ -543,22 +463,24 @@ func serveForeignDaemon(path string) {
 	os.Exit(0)
 }
 
-// TestAgentForeignDaemon runs a control socket as another uid (this test
-// binary re-executed as uid 64123, which needs root): the agent refuses it
-// and `passkeyctl agent` exits 78 without showing anything, unless
-// --daemon-user names that uid.
-func TestAgentForeignDaemon(t *testing.T) {
+// foreignUID is the uid the foreign daemons of the tests run as.
+const foreignUID = 64123
+
+// startForeign runs this test binary again as foreignUID with env (a
+// PASSKEYCTL_TEST_* variable naming the socket, which it serves until its
+// standard input closes) and returns the socket's path and the child's
+// standard output after its "listening" line. It needs root.
+func startForeign(t *testing.T, env string) (string, *bufio.Reader) {
+	t.Helper()
 	if os.Getuid() != 0 {
-		t.Skip("needs root to run the daemon side as another uid (TestServerTrust covers the decision)")
+		t.Skip("needs root to run the daemon side as another uid")
 	}
-	const foreign = 64123
-	stubUsers(t, nil)
 	path := socketPath(t)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []string{filepath.Dir(filepath.Dir(path)), filepath.Dir(path)} {
-		if err := os.Chown(d, foreign, foreign); err != nil {
+		if err := os.Chown(d, foreignUID, foreignUID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -572,8 +494,8 @@ func TestAgentForeignDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "PASSKEYCTL_TEST_DAEMON="+path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: foreign, Gid: foreign}}
+	cmd.Env = append(os.Environ(), env+"="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: foreignUID, Gid: foreignUID}}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -582,8 +504,8 @@ func TestAgentForeignDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -591,10 +513,20 @@ func TestAgentForeignDaemon(t *testing.T) {
 		stdin.Close()
 		cmd.Wait()
 	})
-	line := make([]byte, len("listening\n"))
-	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "listening\n" {
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); err != nil || line != "listening\n" {
 		t.Fatalf("the foreign daemon did not start: %q, %v; stderr: %s", line, err, stderr.String())
 	}
+	return path, out
+}
+
+// TestAgentForeignDaemon runs a control socket as another uid (this test
+// binary re-executed as foreignUID, which needs root): the agent refuses
+// it and `passkeyctl agent` exits 78 without showing anything, unless
+// --daemon-user names that uid.
+func TestAgentForeignDaemon(t *testing.T) {
+	const foreign = foreignUID
+	path, _ := startForeign(t, "PASSKEYCTL_TEST_DAEMON")
 
 	ui, log := fakeUI(t, "FAKE_PIN=0000")
 	var out syncBuffer
@@ -602,19 +534,20 @@ func TestAgentForeignDaemon(t *testing.T) {
 	root.SetArgs([]string{"--control", path, "agent", "--pinentry", ui.Path})
 	root.SetOut(&out)
 	root.SetErr(&out)
-	err = root.Execute()
+	err := root.Execute()
 	var ee *exitError
-	if !errors.As(err, &ee) || ee.code != exitConfig || !errors.Is(err, errUntrusted) ||
-		!strings.Contains(err.Error(), fmt.Sprintf("is served by uid %d; trusted are root", foreign)) {
-		t.Errorf("passkeyctl agent against uid %d = %v, want errUntrusted and exit status %d", foreign, err, exitConfig)
+	if !errors.As(err, &ee) || ee.code != exitConfig || !errors.Is(err, control.ErrUntrusted) ||
+		!strings.HasPrefix(err.Error(), fmt.Sprintf("refusing to talk to %s: served by uid %d, not the passkeyd service; trusted are root", path, foreign)) ||
+		!strings.HasSuffix(err.Error(), "; if passkeyd really runs as that user, pass --daemon-user") {
+		t.Errorf("passkeyctl agent against uid %d = %v, want ErrUntrusted and exit status %d", foreign, err, exitConfig)
 	}
 	if _, err := os.Stat(log); err == nil {
 		t.Errorf("the pinentry ran for an untrusted daemon:\n%s", readLog(t, log))
 	}
 
 	// Named with --daemon-user, the same daemon gets the agent.
-	trust, err := newServerTrust(strconv.Itoa(foreign))
-	if err != nil {
+	trust := control.DefaultTrust()
+	if err := trust.Add(strconv.Itoa(foreign)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

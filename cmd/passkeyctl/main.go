@@ -15,7 +15,49 @@ import (
 
 // globalOptions are the flags every subcommand shares.
 type globalOptions struct {
-	control string
+	control    string
+	daemonUser string
+}
+
+// trust is who may serve the control socket: root, you, the passkeyd
+// account and --daemon-user.
+func (g *globalOptions) trust() (*control.Trust, error) {
+	t := control.DefaultTrust()
+	if g.daemonUser != "" {
+		if err := t.Add(g.daemonUser); err != nil {
+			return nil, &exitError{code: exitUsage, err: fmt.Errorf("--daemon-user: %w", err)}
+		}
+	}
+	return t, nil
+}
+
+// connect opens the control socket for a command. Every command goes
+// through it, so every one checks who serves the socket before it sends
+// anything (a request, a PIN) or believes an answer.
+func (g *globalOptions) connect() (*control.Client, error) {
+	trust, err := g.trust()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := control.DialTrusting(g.control, trust)
+	switch {
+	case err == nil:
+		return cl, nil
+	case errors.Is(err, control.ErrNotRunning):
+		return nil, &exitError{code: exitNotRunning, err: err}
+	case errors.Is(err, control.ErrUntrusted):
+		return nil, &exitError{code: exitNotAllowed, err: explainUntrusted(err)}
+	}
+	return nil, err
+}
+
+// explainUntrusted adds what to do about a socket served by an untrusted
+// user, when that is err.
+func explainUntrusted(err error) error {
+	if !errors.Is(err, control.ErrUntrusted) {
+		return err
+	}
+	return fmt.Errorf("%w; if passkeyd really runs as that user, pass --daemon-user", err)
 }
 
 func newRootCommand() *cobra.Command {
@@ -27,12 +69,19 @@ func newRootCommand() *cobra.Command {
 socket, like Settings > Accounts > Passkeys on Windows: list and filter them,
 delete them, set the PIN, reset, and run the prompt agent of your session.
 
+Every command first checks who serves the control socket: root, you, the
+system user "passkeyd" when that account exists, or the user given to
+--daemon-user. A socket served by anyone else could be phishing for the PIN:
+passkeyctl sends it nothing and exits with status 4 (78 for agent).
+
 Exit codes: 0 success, 1 error, 2 usage, 3 passkeyd not running,
-4 not allowed (by the daemon, at the prompt, or the PIN), 5 no such passkey.`,
+4 not allowed (by the daemon, at the prompt, or the PIN; or an untrusted
+control socket), 5 no such passkey.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.control, "control", control.DefaultPath, "control socket of the running passkeyd")
+	root.PersistentFlags().StringVar(&g.daemonUser, "daemon-user", "", "also trust a control socket served by this user (name or uid); root, you and the \""+control.ServiceUser+"\" account are always trusted")
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

@@ -30,13 +30,11 @@ const (
 	exitNotFound   = 5 // no such passkey, or an ambiguous ID prefix
 )
 
-// call runs one operation and maps failures to exit codes.
+// call runs one operation on a fresh connection and maps failures to
+// exit codes.
 func call(ctx context.Context, g *globalOptions, op string, args, result any) error {
-	cl, err := control.Dial(g.control)
+	cl, err := g.connect()
 	if err != nil {
-		if errors.Is(err, control.ErrNotRunning) {
-			return &exitError{code: exitNotRunning, err: err}
-		}
 		return err
 	}
 	defer cl.Close()
@@ -368,6 +366,13 @@ func newPINCommand(g *globalOptions) *cobra.Command {
 	pin := &cobra.Command{Use: "pin", Short: "Set or change the PIN"}
 	run := func(change bool) func(cmd *cobra.Command, _ []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
+			// Check who serves the socket before asking for PINs that
+			// would go to it (call checks again on its connection).
+			cl, err := g.connect()
+			if err != nil {
+				return err
+			}
+			cl.Close()
 			term, done, err := newTerminalIO(cmd, fromStdin)
 			if err != nil {
 				return err

@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/passkeyd/passkeyd/ctap2/control"
 )
 
 // VersionResult is the daemon's answer to "version".
@@ -19,7 +17,7 @@ func newPingCommand(g *globalOptions) *cobra.Command {
 		Short: "Check that passkeyd is running and print its version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := control.Dial(g.control)
+			cl, err := g.connect()
 			if err != nil {
 				return err
 			}

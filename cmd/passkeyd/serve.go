@@ -157,6 +157,8 @@ func serve(ctx context.Context, o serveOptions) error {
 	}()
 	if ctl != nil {
 		csrv := control.NewServer(log)
+		// Root and the owner keep slots that other users cannot take.
+		csrv.Reserve(control.OwnerOrRoot(owner))
 		csrv.Handle("version", control.Anyone, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})

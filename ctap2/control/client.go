@@ -20,11 +20,19 @@ type Client struct {
 	server Peer
 }
 
-// Dial connects to the control socket at path. A missing socket, or one
-// nobody listens on, is ErrNotRunning ("passkeyd is not running (no
-// control socket at PATH)"); a socket the caller may not open is
-// ErrNotAllowed.
+// Dial connects to the control socket at path, served by a user of
+// DefaultTrust. A missing socket, or one nobody listens on, is
+// ErrNotRunning ("passkeyd is not running (no control socket at PATH)");
+// a socket the caller may not open is ErrNotAllowed; one served by
+// anyone else is ErrUntrusted.
 func Dial(path string) (*Client, error) {
+	return DialTrusting(path, DefaultTrust())
+}
+
+// DialTrusting is Dial accepting the servers of trust. The server's
+// credentials are checked before anything is sent: a socket placed by
+// another user gets no request, and no PIN.
+func DialTrusting(path string, trust *Trust) (*Client, error) {
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		switch {
@@ -40,13 +48,15 @@ func Dial(path string) (*Client, error) {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	if err := trust.Check(path, server); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return &Client{path: path, c: c, r: &lineReader{c: c, max: maxReply}, server: server}, nil
 }
 
-// Server is the process that listens on the socket, as the kernel saw it:
-// a client about to send a secret (the agent sending a PIN) checks that it
-// is root or itself, not some other user who managed to place a socket at
-// the path.
+// Server is the process that listens on the socket, as the kernel saw it
+// (already checked against the Trust the client was dialled with).
 func (c *Client) Server() Peer { return c.server }
 
 // Close closes the connection.

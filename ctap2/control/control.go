@@ -15,8 +15,9 @@
 //	{"ok": false, "code": "not-allowed", "error": "not allowed: ..."}
 //
 // Codes: "bad-request" (not a request object, or too long: the connection
-// is then closed), "unknown-op", "not-allowed", "busy" (too many
-// connections), "failed" (the operation's own error). A connection may
+// is then closed), "unknown-op", "not-allowed" (the connection is then
+// closed), "busy" (too many connections, see below), "failed" (the
+// operation's own error). A connection may
 // carry any number of requests, answered in order. A stream operation
 // ("agent") answers once and then hands the connection to the operation,
 // which exchanges its own JSON messages on it.
@@ -27,7 +28,18 @@
 // every operation decides by the peer's credentials, which the kernel
 // reports (SO_PEERCRED) and the peer cannot forge, instead of by file
 // modes, which would force a group on every installation. An operation
-// refused to a peer is answered "not allowed: ...".
+// refused to a peer is answered "not allowed: ..." and the connection
+// closed.
+//
+// Since anyone may connect, nobody may hold the socket hostage: each
+// unprivileged uid gets at most maxConnsPerUID connections, and the last
+// reservedConns of the maxConns slots are kept for the privileged peers
+// (root and the owner, Server.Reserve). Refusals are logged once per uid
+// when they start and then as a count per interval, not line by line.
+//
+// The other way round, a client checks who serves the socket before it
+// sends anything (Dial, Trust): a socket placed by another user could be
+// phishing for the PIN.
 package control
 
 import (

@@ -34,21 +34,31 @@ type operation struct {
 }
 
 // Limits of the server. Connections are cheap but not free: a local user
-// opening thousands must not exhaust the daemon.
+// opening thousands must not exhaust the daemon, nor keep root and the
+// owner out by holding every slot.
 const (
-	maxConns    = 64
-	idleTimeout = 2 * time.Minute // between requests on a plain connection
+	maxConns       = 64
+	maxConnsPerUID = 4               // for each unprivileged uid
+	reservedConns  = 8               // of maxConns, for privileged peers only
+	idleTimeout    = 2 * time.Minute // between requests on a plain connection
 )
 
 // Server dispatches requests on the control socket to the registered
 // operations. Register every operation before Serve.
 type Server struct {
-	log *slog.Logger
+	log      *slog.Logger
+	refusals *refusalLog
 
-	mu    sync.Mutex
-	ops   map[string]operation
-	conns map[*net.UnixConn]struct{}
-	sem   chan struct{}
+	mu         sync.Mutex
+	ops        map[string]operation
+	conns      map[*net.UnixConn]bool // true: counted in openByUID
+	privileged func(Peer) bool
+	open       int            // connections being served
+	openByUID  map[uint32]int // of them, per unprivileged uid
+
+	// peerOf reads a connection's peer credentials (SO_PEERCRED); tests
+	// replace it to play uids other than their own.
+	peerOf func(*net.UnixConn) (Peer, error)
 }
 
 // NewServer returns a server without operations; log may be nil.
@@ -57,11 +67,28 @@ func NewServer(log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{
-		log:   log,
-		ops:   make(map[string]operation),
-		conns: make(map[*net.UnixConn]struct{}),
-		sem:   make(chan struct{}, maxConns),
+		log:        log,
+		refusals:   newRefusalLog(log),
+		ops:        make(map[string]operation),
+		conns:      make(map[*net.UnixConn]bool),
+		privileged: RootOnly,
+		openByUID:  make(map[uint32]int),
+		peerOf:     peerOf,
 	}
+}
+
+// Reserve makes the peers privileged admits (root and the owner: the
+// users the socket exists for) privileged: they may use the last
+// reservedConns connection slots and have no per-uid limit, so that other
+// users cannot lock them out. Without it, root alone is privileged. Call
+// it before Serve.
+func (s *Server) Reserve(privileged func(Peer) bool) {
+	if privileged == nil {
+		panic("control: Reserve without a policy")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.privileged = privileged
 }
 
 // Handle registers a request/reply operation. allowed decides, from the
@@ -147,6 +174,13 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		s.mu.Unlock()
 	})
 	defer stop()
+	reporting := s.refusals.run(ctx)
+	defer func() {
+		// After the handlers: their last refusals are in the final count.
+		cancel()
+		<-reporting
+		s.refusals.flush()
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -164,34 +198,68 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			}
 			return fmt.Errorf("control socket: accept: %w", err)
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.refuse(c)
-			continue
-		}
-		s.mu.Lock()
-		if ctx.Err() != nil {
-			s.mu.Unlock()
+		peer, err := s.peerOf(c)
+		if err != nil {
+			s.log.Warn("control socket: connection without credentials", "err", err)
 			c.Close()
-			<-s.sem
 			continue
 		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
+		admitted, stopping := s.admit(ctx, c, peer)
+		if !admitted {
+			if !stopping {
+				s.refusals.note(peer, "")
+				s.refuse(c)
+			} else {
+				c.Close()
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-s.sem }()
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				c.Close()
-			}()
-			s.serveConn(ctx, c)
+			defer s.release(c, peer.UID)
+			s.serveConn(ctx, c, peer)
 		}()
 	}
+}
+
+// admit takes a connection slot for peer and registers c, or says why
+// not: the limits, or the server stopping.
+func (s *Server) admit(ctx context.Context, c *net.UnixConn, peer Peer) (admitted, stopping bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ctx.Err() != nil {
+		return false, true
+	}
+	if s.open >= maxConns {
+		return false, false
+	}
+	counted := !s.privileged(peer)
+	if counted {
+		if s.open >= maxConns-reservedConns || s.openByUID[peer.UID] >= maxConnsPerUID {
+			return false, false
+		}
+		s.openByUID[peer.UID]++
+	}
+	s.open++
+	s.conns[c] = counted
+	return true, false
+}
+
+// release closes c, admitted for uid, and gives its slot back.
+func (s *Server) release(c *net.UnixConn, uid uint32) {
+	c.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns[c] {
+		if s.openByUID[uid] <= 1 {
+			delete(s.openByUID, uid) // the map holds only uids with connections
+		} else {
+			s.openByUID[uid]--
+		}
+	}
+	delete(s.conns, c)
+	s.open--
 }
 
 // refuse answers a connection over the limit and closes it.
@@ -217,12 +285,7 @@ func fail(code, format string, a ...any) reply {
 	return reply{Code: code, Error: fmt.Sprintf(format, a...)}
 }
 
-func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
-	peer, err := peerOf(c)
-	if err != nil {
-		s.log.Warn("control socket: connection without credentials", "err", err)
-		return
-	}
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn, peer Peer) {
 	r := &lineReader{c: c, max: MaxRequest}
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
@@ -248,8 +311,11 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		case !ok:
 			rep = fail(CodeUnknownOp, "unknown operation %q", truncate(req.Op, 64))
 		case !op.allowed(peer):
-			s.log.Info("control socket: operation refused", "op", req.Op, "uid", peer.UID, "pid", peer.PID)
-			rep = fail(CodeNotAllowed, "not allowed: uid %d may not use %q", peer.UID, req.Op)
+			s.refusals.note(peer, req.Op)
+			// A refused peer has nothing more to do here: hang up, so
+			// that it cannot keep a slot by asking again and again.
+			writeReply(c, fail(CodeNotAllowed, "not allowed: uid %d may not use %q", peer.UID, req.Op))
+			return
 		case op.stream != nil:
 			if writeReply(c, reply{OK: true}) != nil {
 				return

@@ -605,7 +605,7 @@ setpriv --reuid="$OWNER_UID" --regid="$OWNER_UID" --clear-groups --no-new-privs 
 	env -i HOME="$owner_home" PATH=/usr/bin:/bin LANG=C.UTF-8 FAKE_PIN="$pin" FAKE_LOG="$pinentry_log" \
 	timeout 20 "$PASSKEYCTL_BIN" --control "$control" agent --pinentry "$FAKEPINENTRY_BIN" >"$t/agent-refused.out" 2>&1 || refuse_rc=$?
 if [ "$refuse_rc" = 78 ] &&
-	grep -q "untrusted control socket: $control is served by uid $SVC_UID; trusted are root, you (uid $OWNER_UID): refusing" "$t/agent-refused.out" &&
+	grep -qF "refusing to talk to $control: served by uid $SVC_UID, not the passkeyd service; trusted are root, you (uid $OWNER_UID); if passkeyd" "$t/agent-refused.out" &&
 	[ ! -e "$pinentry_log" ] && ! grep -q "prompt agent connected" "$daemon_log"; then
 	pass "prompt-agent-refuses-unknown-daemon (exit 78)"
 else
