@@ -20,16 +20,15 @@
 //
 //   - Busy (§11.2.5.1): the device is busy from the first packet of a
 //     message until the response is sent. Any request packet from another
-//     channel gets ERR_CHANNEL_BUSY at once, except CTAPHID_INIT (answered,
-//     see below) and CTAPHID_CANCEL (never answered, §11.2.9.1.5).
+//     channel gets ERR_CHANNEL_BUSY at once, CTAPHID_INIT included (on the
+//     broadcast CID too: a new application waits like any other, and no
+//     channel is allocated), except CTAPHID_CANCEL (never answered,
+//     §11.2.9.1.5). Packets on CID 0 and non-INIT packets on the broadcast
+//     CID get ERR_INVALID_CHANNEL even then, the more specific error.
 //     Continuation packets from other channels are not requests and are
 //     ignored (§11.2.5.4).
-//   - INIT while busy: INIT on the broadcast CID or on any channel other
-//     than the busy one is answered even during a transaction. INIT is not
-//     a transaction: it needs no handler, leaves the running transaction
-//     untouched, and clients (browsers, libfido2) send it to enumerate the
-//     device; public CTAPHID test suites expect the reply too. INIT on the
-//     busy channel itself aborts that channel's transaction (§11.2.5.3).
+//   - INIT on the busy channel itself aborts that channel's transaction
+//     (§11.2.5.3) and is answered.
 //   - INIT on an unallocated, non-zero, non-broadcast CID is treated as a
 //     re-synchronisation of that CID and allocates it. §11.2.9.1.3 defines
 //     INIT only for the broadcast CID and allocated CIDs; public suites
