@@ -53,6 +53,12 @@
 //   - CID 0 is reserved (§11.2.3): an initialisation packet on it gets
 //     ERR_INVALID_CHANNEL (CANCEL excepted, it is never answered); a
 //     continuation packet on it is a spurious continuation and ignored.
+//   - A power cycle (ErrPowerCycle, the simulation transport's datagram)
+//     drops the message being reassembled and the running transaction and
+//     calls Handler.PowerCycle, but keeps the allocated channels, as the
+//     simulators of that convention do. A real unplug (a uhid device
+//     destroyed and created again) is a new Device and a new Serve, which
+//     starts without channels.
 //   - A transaction aborted by INIT re-synchronisation or a power cycle
 //     keeps the device busy until its handler call returns (handler calls
 //     are serialised), and its response is dropped.
@@ -161,16 +167,21 @@ const (
 // tests).
 type Device interface {
 	// ReadReport blocks for the next 64-byte output report from the host.
-	// It returns ErrPowerCycle when the device was unplugged and replugged
-	// (the server then drops all channels and calls Handler.PowerCycle), and
-	// any other error ends Serve.
+	// It returns ErrPowerCycle for a simulated power cycle (the UDP
+	// transport's PowerCycleDatagram): the server then drops any partial
+	// message and running transaction and calls Handler.PowerCycle, but
+	// keeps the allocated channels, as the simulators of that convention
+	// do. Any other error ends Serve; a device that is really unplugged
+	// (a uhid device destroyed) is a new Device and a new Serve, which
+	// starts without channels.
 	ReadReport() ([]byte, error)
 	// WriteReport sends one 64-byte input report to the host.
 	WriteReport(report []byte) error
 }
 
 // ErrPowerCycle is returned by Device.ReadReport when the device went
-// through a power cycle (unplug and replug). It is not fatal to Serve.
+// through a simulated power cycle (unplug and replug). It is not fatal to
+// Serve, and channels survive it (see Device).
 var ErrPowerCycle = errors.New("ctaphid: device power cycle")
 
 // Handler executes complete messages. Calls are serialised: at most one at a

@@ -1147,21 +1147,37 @@ func TestBusyThenTimeout(t *testing.T) {
 	hs.expect(errFrame(b, ErrChannelBusy), errFrame(a, ErrMsgTimeout))
 }
 
+// TestPowerCycle checks what a power cycle (ErrPowerCycle: the simulation
+// transport's datagram) does: Handler.PowerCycle resets what CTAP ties to
+// power-up, any partial message and any transaction are dropped, but the
+// allocated channels stay, as in the simulators this convention comes from;
+// conformance suites keep using their channel after it.
 func TestPowerCycle(t *testing.T) {
-	t.Run("idle", func(t *testing.T) {
+	t.Run("during reassembly", func(t *testing.T) {
 		h := newFakeHandler()
-		hs := newHarness(t, h, Config{})
-		cid := hs.openChannel()
-		hs.send(initFrame(cid, CmdPing, 100)) // half a message
+		// A short timeout: a reassembly that survived would time out
+		// well within quietPeriod.
+		hs := newHarness(t, h, Config{MsgTimeout: 20 * time.Millisecond})
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdPing, 100, pattern(57)...)) // half a message
 		hs.powerCycle()
 		h.waitEvent(t, "powercycle")
-		// Channels are gone, and so is the half message.
-		hs.send(initFrame(cid, CmdPing, 1, 1))
-		hs.expect(errFrame(cid, ErrInvalidChannel))
-		time.Sleep(defaultMsgTimeout)
+		hs.expectNone() // no ERR_MSG_TIMEOUT for the dropped message
+		hs.send(contFrame(a, 0, pattern(100)[57:]...))
+		hs.expectNone() // a spurious continuation now
+
+		// Both channels still work; a's next initialisation packet
+		// starts a new message (no ERR_INVALID_SEQ for the dropped one).
+		hs.send(initFrame(a, CmdPing, 1, 1))
+		hs.expect(initFrame(a, CmdPing, 1, 1))
+		hs.send(initFrame(b, CmdPing, 1, 2))
+		hs.expect(initFrame(b, CmdPing, 1, 2))
+		// A new application gets a new channel, not a or b.
+		hs.send(initFrame(BroadcastCID, CmdInit, 8, 1, 2, 3, 4, 5, 6, 7, 8))
+		hs.expect(mustHex(t, "ffffffff 86 0011 0102030405060708 01020306 02 050607 05"+strings.Repeat("00", 40)))
 		hs.expectNone()
-		if got := hs.openChannel(); got == 0 {
-			t.Fatal("no channel after power cycle")
+		if ev := h.Events(); !slices.Equal(ev, []string{"powercycle"}) {
+			t.Errorf("handler events %v", ev)
 		}
 	})
 
@@ -1173,9 +1189,10 @@ func TestPowerCycle(t *testing.T) {
 			<-release
 			return []byte{0x00, 0xee}
 		}
+		defer close(release) // a failing test must not leave the handler blocked
 		hs := newHarness(t, h, Config{})
-		cid := hs.openChannel()
-		hs.send(initFrame(cid, CmdCBOR, 1, 4))
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdCBOR, 1, 4))
 		ctx := waitStarted(t, started)
 		hs.powerCycle()
 		select {
@@ -1195,6 +1212,12 @@ func TestPowerCycle(t *testing.T) {
 			}
 			break
 		}
+		// Until the aborted handler returns the device is busy (calls
+		// are serialised), on a's channel and for everyone else.
+		hs.send(initFrame(a, CmdPing, 1, 1))
+		hs.expect(errFrame(a, ErrChannelBusy))
+		hs.send(initFrame(b, CmdPing, 1, 1))
+		hs.expect(errFrame(b, ErrChannelBusy))
 		// No keepalives for the aborted transaction, and PowerCycle waits.
 		if slices.Contains(h.Events(), "powercycle") {
 			t.Fatal("PowerCycle called while the handler ran")
@@ -1205,9 +1228,44 @@ func TestPowerCycle(t *testing.T) {
 			t.Errorf("handler events %v", ev)
 		}
 		hs.expectNone() // the response was dropped
-		hs.send(initFrame(cid, CmdPing, 1, 1))
-		hs.expect(errFrame(cid, ErrInvalidChannel))
+		// The channels survived the power cycle.
+		hs.send(initFrame(a, CmdPing, 1, 3))
+		hs.expect(initFrame(a, CmdPing, 1, 3))
+		hs.send(initFrame(b, CmdPing, 1, 4))
+		hs.expect(initFrame(b, CmdPing, 1, 4))
+		hs.expectNone()
 	})
+}
+
+// TestNewServeStartsWithoutChannels checks the other kind of unplug: a
+// device that goes away for real (uhid destroy and create, a daemon
+// restart) ends one Serve, and the next Serve, even on the same Server,
+// knows no channels.
+func TestNewServeStartsWithoutChannels(t *testing.T) {
+	srv := NewServer(newFakeHandler(), Config{Capabilities: testCaps, Version: testVersion, Logger: testLogger()})
+	srv.newCID = func() uint32 { return firstCID }
+	dev := &scriptDevice{reads: [][]byte{
+		initFrame(BroadcastCID, CmdInit, 8, 1, 2, 3, 4, 5, 6, 7, 8),
+		initFrame(firstCID, CmdPing, 1, 1),
+	}}
+	if err := srv.Serve(context.Background(), dev); !errors.Is(err, io.EOF) {
+		t.Fatalf("Serve = %v, want io.EOF", err)
+	}
+	want := [][]byte{
+		mustHex(t, "ffffffff 86 0011 0102030405060708 01020304 02 050607 05"+strings.Repeat("00", 40)),
+		initFrame(firstCID, CmdPing, 1, 1),
+	}
+	if !slices.EqualFunc(dev.writes, want, bytes.Equal) {
+		t.Fatalf("first Serve wrote\n%x\nwant\n%x", dev.writes, want)
+	}
+
+	dev = &scriptDevice{reads: [][]byte{initFrame(firstCID, CmdPing, 1, 1)}}
+	if err := srv.Serve(context.Background(), dev); !errors.Is(err, io.EOF) {
+		t.Fatalf("Serve = %v, want io.EOF", err)
+	}
+	if want := [][]byte{errFrame(firstCID, ErrInvalidChannel)}; !slices.EqualFunc(dev.writes, want, bytes.Equal) {
+		t.Fatalf("second Serve wrote\n%x\nwant\n%x", dev.writes, want)
+	}
 }
 
 func TestChannelRecycling(t *testing.T) {

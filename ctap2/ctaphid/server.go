@@ -443,10 +443,15 @@ func (ss *session) cancel(cid uint32) {
 	}
 }
 
+// powerCycle handles ErrPowerCycle: the partial message and the running
+// transaction are dropped and Handler.PowerCycle resets what CTAP ties to
+// power-up, but the allocated channels stay. The simulators whose
+// convention ErrPowerCycle comes from keep them, and conformance suites go
+// on using their channel after a power cycle. A device that really goes
+// away (uhid) ends Serve instead; the next Serve starts without channels.
 func (ss *session) powerCycle() {
 	ss.log.Debug("ctaphid: power cycle")
 	ss.dropAssembly()
-	clear(ss.channels)
 	if t := ss.txn; t != nil {
 		if !t.dropped {
 			t.dropped = true
