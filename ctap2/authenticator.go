@@ -202,7 +202,10 @@ func New(cfg Config) (*Authenticator, error) {
 }
 
 // PowerCycle resets everything CTAP ties to power-up: the reset window, the
-// getNextAssertion state and U2F presence.
+// getNextAssertion state, U2F presence, the PIN/UV state of §6.5.5.1 (new
+// key agreement keys, a new pinUvAuthToken, the consecutive-miss block
+// lifted) and a large-blob write in progress. CTAPHID channels are the
+// transport's and survive a simulated power cycle (see ctaphid.Device).
 func (a *Authenticator) PowerCycle() {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -20,16 +20,15 @@
 //
 //   - Busy (§11.2.5.1): the device is busy from the first packet of a
 //     message until the response is sent. Any request packet from another
-//     channel gets ERR_CHANNEL_BUSY at once, except CTAPHID_INIT (answered,
-//     see below) and CTAPHID_CANCEL (never answered, §11.2.9.1.5).
+//     channel gets ERR_CHANNEL_BUSY at once, CTAPHID_INIT included (on the
+//     broadcast CID too: a new application waits like any other, and no
+//     channel is allocated), except CTAPHID_CANCEL (never answered,
+//     §11.2.9.1.5). Packets on CID 0 and non-INIT packets on the broadcast
+//     CID get ERR_INVALID_CHANNEL even then, the more specific error.
 //     Continuation packets from other channels are not requests and are
 //     ignored (§11.2.5.4).
-//   - INIT while busy: INIT on the broadcast CID or on any channel other
-//     than the busy one is answered even during a transaction. INIT is not
-//     a transaction: it needs no handler, leaves the running transaction
-//     untouched, and clients (browsers, libfido2) send it to enumerate the
-//     device; public CTAPHID test suites expect the reply too. INIT on the
-//     busy channel itself aborts that channel's transaction (§11.2.5.3).
+//   - INIT on the busy channel itself aborts that channel's transaction
+//     (§11.2.5.3) and is answered.
 //   - INIT on an unallocated, non-zero, non-broadcast CID is treated as a
 //     re-synchronisation of that CID and allocates it. §11.2.9.1.3 defines
 //     INIT only for the broadcast CID and allocated CIDs; public suites
@@ -54,6 +53,12 @@
 //   - CID 0 is reserved (§11.2.3): an initialisation packet on it gets
 //     ERR_INVALID_CHANNEL (CANCEL excepted, it is never answered); a
 //     continuation packet on it is a spurious continuation and ignored.
+//   - A power cycle (ErrPowerCycle, the simulation transport's datagram)
+//     drops the message being reassembled and the running transaction and
+//     calls Handler.PowerCycle, but keeps the allocated channels, as the
+//     simulators of that convention do. A real unplug (a uhid device
+//     destroyed and created again) is a new Device and a new Serve, which
+//     starts without channels.
 //   - A transaction aborted by INIT re-synchronisation or a power cycle
 //     keeps the device busy until its handler call returns (handler calls
 //     are serialised), and its response is dropped.
@@ -162,16 +167,21 @@ const (
 // tests).
 type Device interface {
 	// ReadReport blocks for the next 64-byte output report from the host.
-	// It returns ErrPowerCycle when the device was unplugged and replugged
-	// (the server then drops all channels and calls Handler.PowerCycle), and
-	// any other error ends Serve.
+	// It returns ErrPowerCycle for a simulated power cycle (the UDP
+	// transport's PowerCycleDatagram): the server then drops any partial
+	// message and running transaction and calls Handler.PowerCycle, but
+	// keeps the allocated channels, as the simulators of that convention
+	// do. Any other error ends Serve; a device that is really unplugged
+	// (a uhid device destroyed) is a new Device and a new Serve, which
+	// starts without channels.
 	ReadReport() ([]byte, error)
 	// WriteReport sends one 64-byte input report to the host.
 	WriteReport(report []byte) error
 }
 
 // ErrPowerCycle is returned by Device.ReadReport when the device went
-// through a power cycle (unplug and replug). It is not fatal to Serve.
+// through a simulated power cycle (unplug and replug). It is not fatal to
+// Serve, and channels survive it (see Device).
 var ErrPowerCycle = errors.New("ctaphid: device power cycle")
 
 // Handler executes complete messages. Calls are serialised: at most one at a

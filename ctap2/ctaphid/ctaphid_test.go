@@ -782,9 +782,10 @@ func TestBusy(t *testing.T) {
 		}
 		hs.send(contFrame(b, 0)) // not a request: ignored
 
-		// INIT on the broadcast CID is answered (package doc).
+		// §11.2.5.1: INIT from a new application is a request from
+		// another channel too, so it waits like any other.
 		hs.send(initFrame(BroadcastCID, CmdInit, 8, 8, 7, 6, 5, 4, 3, 2, 1))
-		hs.expect(mustHex(t, "ffffffff 86 0011 0807060504030201 01020306 02 050607 05"+strings.Repeat("00", 40)))
+		hs.expect(errFrame(BroadcastCID, ErrChannelBusy))
 
 		// The first channel's message still completes.
 		hs.send(contFrame(a, 0, pattern(99)[57:]...))
@@ -809,8 +810,9 @@ func TestBusy(t *testing.T) {
 			{initFrame(a, CmdCBOR, 1, 4), errFrame(a, ErrChannelBusy)},
 			{initFrame(b, CmdWink, 0), errFrame(b, ErrChannelBusy)},
 			{initFrame(BroadcastCID, CmdPing, 1, 1), errFrame(BroadcastCID, ErrInvalidChannel)},
-			{initFrame(b, CmdInit, 8, 1, 1, 1, 1, 1, 1, 1, 1),
-				mustHex(t, "01020305 86 0011 0101010101010101 01020305 02 050607 05"+strings.Repeat("00", 40))},
+			// §11.2.5.1: INIT from another channel is no exception.
+			{initFrame(b, CmdInit, 8, 1, 1, 1, 1, 1, 1, 1, 1), errFrame(b, ErrChannelBusy)},
+			{initFrame(BroadcastCID, CmdInit, 8, 1, 1, 1, 1, 1, 1, 1, 1), errFrame(BroadcastCID, ErrChannelBusy)},
 		} {
 			start := time.Now()
 			hs.send(tc.in)
@@ -828,6 +830,106 @@ func TestBusy(t *testing.T) {
 		h.waitEvent(t, "cbor-done")
 		hs.send(initFrame(b, CmdPing, 1, 1))
 		hs.expect(initFrame(b, CmdPing, 1, 1))
+	})
+}
+
+// TestInitFromAnotherChannelWhileBusy checks §11.2.5.1: while a transaction
+// is in progress every initialisation packet from another channel, INIT
+// included, gets ERR_CHANNEL_BUSY on its own CID and changes nothing: no
+// channel is allocated, the transaction goes on. Channel validity is checked
+// first, CANCEL stays silent, and INIT on the busy channel itself still
+// re-synchronises it (TestResyncAbortsTransaction, TestResyncAbortsReassembly).
+func TestInitFromAnotherChannelWhileBusy(t *testing.T) {
+	nonce := []byte{0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8}
+	intruders := func(b uint32) [][2][]byte {
+		return [][2][]byte{
+			{initFrame(BroadcastCID, CmdInit, 8, nonce...), errFrame(BroadcastCID, ErrChannelBusy)},
+			{initFrame(b, CmdInit, 8, nonce...), errFrame(b, ErrChannelBusy)},
+			// A CID the host chose (INIT adopts it when idle).
+			{initFrame(0x11223344, CmdInit, 8, nonce...), errFrame(0x11223344, ErrChannelBusy)},
+			// Contention is reported before the INIT's own length.
+			{initFrame(BroadcastCID, CmdInit, 7, nonce[:7]...), errFrame(BroadcastCID, ErrChannelBusy)},
+			// Channel validity comes first.
+			{initFrame(0, CmdInit, 8, nonce...), errFrame(0, ErrInvalidChannel)},
+		}
+	}
+	// afterwards checks that no intruder got a channel: the next
+	// allocation is the one after a and b, and the host-chosen CID is
+	// still unallocated.
+	afterwards := func(t *testing.T, hs *harness) {
+		t.Helper()
+		hs.send(initFrame(0x11223344, CmdPing, 1, 1))
+		hs.expect(errFrame(0x11223344, ErrInvalidChannel))
+		hs.send(initFrame(BroadcastCID, CmdInit, 8, nonce...))
+		hs.expect(mustHex(t, "ffffffff 86 0011 a1a2a3a4a5a6a7a8 01020306 02 050607 05"+strings.Repeat("00", 40)))
+	}
+
+	t.Run("while reassembling", func(t *testing.T) {
+		hs := newHarness(t, nil, Config{})
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdPing, 99, pattern(57)...))
+		for _, tc := range intruders(b) {
+			hs.send(tc[0])
+			hs.expect(tc[1])
+		}
+		hs.send(initFrame(b, CmdCancel, 0))
+		hs.expectNone()
+		// The message on a was not disturbed.
+		hs.send(contFrame(a, 0, pattern(99)[57:]...))
+		hs.expect(hostFrames(a, CmdPing, pattern(99))...)
+		afterwards(t, hs)
+		hs.expectNone()
+	})
+
+	t.Run("while the handler runs", func(t *testing.T) {
+		h, started, release := blockingHandler()
+		hs := newHarness(t, h, Config{})
+		hs.skipKeepalives = true
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdCBOR, 1, 4))
+		ctx := waitStarted(t, started)
+		for _, tc := range intruders(b) {
+			hs.send(tc[0])
+			hs.expect(tc[1])
+		}
+		hs.send(initFrame(b, CmdCancel, 0))
+		hs.expectNone()
+		if ctx.Err() != nil {
+			t.Fatal("an intruder's INIT or CANCEL cancelled the transaction")
+		}
+		release <- []byte{0x00, 0xa0}
+		hs.expect(initFrame(a, CmdCBOR, 2, 0x00, 0xa0))
+		h.waitEvent(t, "cbor-done")
+		afterwards(t, hs)
+		hs.expectNone()
+	})
+
+	t.Run("while an aborted handler still runs", func(t *testing.T) {
+		// After INIT on a aborted its transaction, the device stays busy
+		// until the handler returns (package doc), for INIT too.
+		h, started, release := blockingHandler()
+		h.cbor = func(ctx context.Context, req []byte) []byte {
+			started <- ctx
+			<-ctx.Done()
+			<-release
+			return []byte{0x00, 0xee}
+		}
+		defer close(release) // a failing test must not leave the handler blocked
+		hs := newHarness(t, h, Config{})
+		hs.skipKeepalives = true
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdCBOR, 1, 4))
+		waitStarted(t, started)
+		hs.send(initFrame(a, CmdInit, 8, nonce...))
+		hs.expect(mustHex(t, "01020304 86 0011 a1a2a3a4a5a6a7a8 01020304 02 050607 05"+strings.Repeat("00", 40)))
+		for _, tc := range intruders(b) {
+			hs.send(tc[0])
+			hs.expect(tc[1])
+		}
+		release <- nil
+		h.waitEvent(t, "cbor-done")
+		afterwards(t, hs)
+		hs.expectNone()
 	})
 }
 
@@ -1045,21 +1147,37 @@ func TestBusyThenTimeout(t *testing.T) {
 	hs.expect(errFrame(b, ErrChannelBusy), errFrame(a, ErrMsgTimeout))
 }
 
+// TestPowerCycle checks what a power cycle (ErrPowerCycle: the simulation
+// transport's datagram) does: Handler.PowerCycle resets what CTAP ties to
+// power-up, any partial message and any transaction are dropped, but the
+// allocated channels stay, as in the simulators this convention comes from;
+// conformance suites keep using their channel after it.
 func TestPowerCycle(t *testing.T) {
-	t.Run("idle", func(t *testing.T) {
+	t.Run("during reassembly", func(t *testing.T) {
 		h := newFakeHandler()
-		hs := newHarness(t, h, Config{})
-		cid := hs.openChannel()
-		hs.send(initFrame(cid, CmdPing, 100)) // half a message
+		// A short timeout: a reassembly that survived would time out
+		// well within quietPeriod.
+		hs := newHarness(t, h, Config{MsgTimeout: 20 * time.Millisecond})
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdPing, 100, pattern(57)...)) // half a message
 		hs.powerCycle()
 		h.waitEvent(t, "powercycle")
-		// Channels are gone, and so is the half message.
-		hs.send(initFrame(cid, CmdPing, 1, 1))
-		hs.expect(errFrame(cid, ErrInvalidChannel))
-		time.Sleep(defaultMsgTimeout)
+		hs.expectNone() // no ERR_MSG_TIMEOUT for the dropped message
+		hs.send(contFrame(a, 0, pattern(100)[57:]...))
+		hs.expectNone() // a spurious continuation now
+
+		// Both channels still work; a's next initialisation packet
+		// starts a new message (no ERR_INVALID_SEQ for the dropped one).
+		hs.send(initFrame(a, CmdPing, 1, 1))
+		hs.expect(initFrame(a, CmdPing, 1, 1))
+		hs.send(initFrame(b, CmdPing, 1, 2))
+		hs.expect(initFrame(b, CmdPing, 1, 2))
+		// A new application gets a new channel, not a or b.
+		hs.send(initFrame(BroadcastCID, CmdInit, 8, 1, 2, 3, 4, 5, 6, 7, 8))
+		hs.expect(mustHex(t, "ffffffff 86 0011 0102030405060708 01020306 02 050607 05"+strings.Repeat("00", 40)))
 		hs.expectNone()
-		if got := hs.openChannel(); got == 0 {
-			t.Fatal("no channel after power cycle")
+		if ev := h.Events(); !slices.Equal(ev, []string{"powercycle"}) {
+			t.Errorf("handler events %v", ev)
 		}
 	})
 
@@ -1071,9 +1189,10 @@ func TestPowerCycle(t *testing.T) {
 			<-release
 			return []byte{0x00, 0xee}
 		}
+		defer close(release) // a failing test must not leave the handler blocked
 		hs := newHarness(t, h, Config{})
-		cid := hs.openChannel()
-		hs.send(initFrame(cid, CmdCBOR, 1, 4))
+		a, b := hs.openChannel(), hs.openChannel()
+		hs.send(initFrame(a, CmdCBOR, 1, 4))
 		ctx := waitStarted(t, started)
 		hs.powerCycle()
 		select {
@@ -1093,6 +1212,12 @@ func TestPowerCycle(t *testing.T) {
 			}
 			break
 		}
+		// Until the aborted handler returns the device is busy (calls
+		// are serialised), on a's channel and for everyone else.
+		hs.send(initFrame(a, CmdPing, 1, 1))
+		hs.expect(errFrame(a, ErrChannelBusy))
+		hs.send(initFrame(b, CmdPing, 1, 1))
+		hs.expect(errFrame(b, ErrChannelBusy))
 		// No keepalives for the aborted transaction, and PowerCycle waits.
 		if slices.Contains(h.Events(), "powercycle") {
 			t.Fatal("PowerCycle called while the handler ran")
@@ -1103,9 +1228,44 @@ func TestPowerCycle(t *testing.T) {
 			t.Errorf("handler events %v", ev)
 		}
 		hs.expectNone() // the response was dropped
-		hs.send(initFrame(cid, CmdPing, 1, 1))
-		hs.expect(errFrame(cid, ErrInvalidChannel))
+		// The channels survived the power cycle.
+		hs.send(initFrame(a, CmdPing, 1, 3))
+		hs.expect(initFrame(a, CmdPing, 1, 3))
+		hs.send(initFrame(b, CmdPing, 1, 4))
+		hs.expect(initFrame(b, CmdPing, 1, 4))
+		hs.expectNone()
 	})
+}
+
+// TestNewServeStartsWithoutChannels checks the other kind of unplug: a
+// device that goes away for real (uhid destroy and create, a daemon
+// restart) ends one Serve, and the next Serve, even on the same Server,
+// knows no channels.
+func TestNewServeStartsWithoutChannels(t *testing.T) {
+	srv := NewServer(newFakeHandler(), Config{Capabilities: testCaps, Version: testVersion, Logger: testLogger()})
+	srv.newCID = func() uint32 { return firstCID }
+	dev := &scriptDevice{reads: [][]byte{
+		initFrame(BroadcastCID, CmdInit, 8, 1, 2, 3, 4, 5, 6, 7, 8),
+		initFrame(firstCID, CmdPing, 1, 1),
+	}}
+	if err := srv.Serve(context.Background(), dev); !errors.Is(err, io.EOF) {
+		t.Fatalf("Serve = %v, want io.EOF", err)
+	}
+	want := [][]byte{
+		mustHex(t, "ffffffff 86 0011 0102030405060708 01020304 02 050607 05"+strings.Repeat("00", 40)),
+		initFrame(firstCID, CmdPing, 1, 1),
+	}
+	if !slices.EqualFunc(dev.writes, want, bytes.Equal) {
+		t.Fatalf("first Serve wrote\n%x\nwant\n%x", dev.writes, want)
+	}
+
+	dev = &scriptDevice{reads: [][]byte{initFrame(firstCID, CmdPing, 1, 1)}}
+	if err := srv.Serve(context.Background(), dev); !errors.Is(err, io.EOF) {
+		t.Fatalf("Serve = %v, want io.EOF", err)
+	}
+	if want := [][]byte{errFrame(firstCID, ErrInvalidChannel)}; !slices.EqualFunc(dev.writes, want, bytes.Equal) {
+		t.Fatalf("second Serve wrote\n%x\nwant\n%x", dev.writes, want)
+	}
 }
 
 func TestChannelRecycling(t *testing.T) {

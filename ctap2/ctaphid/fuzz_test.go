@@ -70,34 +70,115 @@ func (fuzzHandler) MSG(_ context.Context, apdu []byte) []byte { return append(ap
 func (fuzzHandler) Wink()                                     {}
 func (fuzzHandler) PowerCycle()                               {}
 
-func FuzzServer(f *testing.F) {
-	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
-	const cid = firstCID
-	initB := initFrame(BroadcastCID, CmdInit, 8, 1, 2, 3, 4, 5, 6, 7, 8)
-	f.Add(cat(initB))
-	f.Add(cat(initB, initFrame(cid, CmdPing, 1, 1)))
-	f.Add(cat(append([][]byte{initB}, hostFrames(cid, CmdPing, pattern(1000))...)...))
-	f.Add(cat(append([][]byte{initB}, hostFrames(cid, CmdPing, pattern(MaxMessageSize))...)...))
-	f.Add(cat(initB, hostFrames(cid, CmdCBOR, []byte{0, 1, 2})[0]))
-	f.Add(cat(initB, initFrame(cid, CmdCBOR, 2, 1, 7), initFrame(cid, CmdCancel, 0)))
-	f.Add(cat(initB, initFrame(cid, CmdCBOR, 2, 3, 1), initFrame(cid, CmdCancel, 0), initFrame(cid+1, CmdPing, 0)))
-	f.Add(cat(initB, initFrame(cid, CmdCBOR, 1, 2), initFrame(cid, CmdCBOR, 1, 4)))
-	f.Add(cat(initB, initFrame(cid, CmdMsg, 4, 0, 1, 0, 0), initFrame(cid, CmdWink, 0)))
-	f.Add(cat(initB, initFrame(cid, CmdCBOR, 2, 3, 0), initFrame(cid, CmdInit, 8), PowerCycleDatagram[:]))
-	f.Add(cat(initB, initFrame(cid, CmdPing, 0x490), contFrame(cid, 0), contFrame(cid, 2)))
-	f.Add(cat(initB, initFrame(cid, CmdPing, 0x490), initFrame(cid, CmdPing, 1)))
-	f.Add(cat(initB, initFrame(cid, CmdPing, 100), initFrame(cid+1, CmdPing, 1), contFrame(cid, 0)))
-	f.Add(cat(initFrame(0, CmdInit, 8), initFrame(BroadcastCID, CmdPing, 0), initFrame(7, CmdLock, 0xffff)))
-	f.Add(cat(initFrame(0x11223344, CmdInit, 8), initFrame(0x11223344, CmdCBOR, 1, 4), []byte{1, 2, 3}))
-	f.Add([]byte{})
+// FuzzServer's input is a compact encoding of a stream of reports, of which
+// only the first maxFuzzInput bytes count. Every input is a whole Serve run,
+// and the fuzzer minimizes each input that finds new coverage by re-running
+// it with bytes removed, up to about len(input)²/2 runs (the session's
+// timers and goroutines make some coverage flaky, so often nothing can go).
+// With one raw 64-byte report per 64 input bytes and no cap, that kept the
+// worker minimizing for most of a one-minute run: first on the 1000-byte and
+// MaxMessageSize PING seeds, and with small seeds still on inputs that the
+// mutator had grown to a kilobyte. 128 bytes hold a dozen or more reports;
+// long messages are for TestPing and FuzzReassembly.
+//
+// Each report is one length byte b followed by its bytes:
+//   - b <= 64: b bytes, zero-padded to a 64-byte report (64 < b < 0x80
+//     counts as 64);
+//   - b == 0xff: PowerCycleDatagram;
+//   - otherwise b&0x7f bytes as they are: a report of the wrong size (or
+//     a 64-byte one).
+//
+// An input that ends early shortens the last report's bytes.
+const (
+	fuzzPowerCycle = 0xff
+	maxFuzzInput   = 128
+)
 
-	f.Fuzz(func(t *testing.T, data []byte) {
-		dev := &scriptDevice{}
-		for len(data) > 0 {
-			n := min(len(data), ReportSize)
-			dev.reads = append(dev.reads, data[:n]) // a short tail tests size checks
+// fuzzReports decodes a FuzzServer input.
+func fuzzReports(data []byte) [][]byte {
+	var reports [][]byte
+	for len(data) > 0 {
+		b := data[0]
+		data = data[1:]
+		switch {
+		case b == fuzzPowerCycle:
+			reports = append(reports, PowerCycleDatagram[:])
+		case b&0x80 != 0:
+			n := min(int(b&0x7f), len(data))
+			reports = append(reports, data[:n])
+			data = data[n:]
+		default:
+			n := min(int(b), ReportSize, len(data))
+			r := make([]byte, ReportSize)
+			copy(r, data[:n])
+			reports = append(reports, r)
 			data = data[n:]
 		}
+	}
+	return reports
+}
+
+// fuzzEncode is the inverse of fuzzReports: 64-byte reports lose their
+// trailing zeros. Other reports must be shorter than 127 bytes.
+func fuzzEncode(reports ...[]byte) []byte {
+	var out []byte
+	for _, r := range reports {
+		switch {
+		case bytes.Equal(r, PowerCycleDatagram[:]):
+			out = append(out, fuzzPowerCycle)
+		case len(r) != ReportSize:
+			out = append(out, 0x80|byte(len(r)))
+			out = append(out, r...)
+		default:
+			r = bytes.TrimRight(r, "\x00")
+			out = append(out, byte(len(r)))
+			out = append(out, r...)
+		}
+	}
+	return out
+}
+
+// fuzzServerSeeds returns FuzzServer's seed inputs.
+func fuzzServerSeeds() [][]byte {
+	var seeds [][]byte
+	add := func(reports ...[]byte) { seeds = append(seeds, fuzzEncode(reports...)) }
+	const cid = firstCID
+	initB := initFrame(BroadcastCID, CmdInit, 8, 1, 2, 3, 4, 5, 6, 7, 8)
+	add(initB)
+	add(initB, initFrame(cid, CmdPing, 1, 1))
+	// A two-packet message, and one that stops after a few packets of a
+	// MaxMessageSize BCNT (TestPing sends whole long messages).
+	add(append([][]byte{initB}, hostFrames(cid, CmdPing, append(make([]byte, 59), 0x5a))...)...)
+	add(initB, initFrame(cid, CmdPing, MaxMessageSize), contFrame(cid, 0), contFrame(cid, 1))
+	add(initB, initFrame(cid, CmdCBOR, 3, 0, 1, 2))
+	add(initB, initFrame(cid, CmdCBOR, 2, 1, 7), initFrame(cid, CmdCancel, 0))
+	add(initB, initFrame(cid, CmdCBOR, 2, 3, 1), initFrame(cid, CmdCancel, 0), initFrame(cid+1, CmdPing, 0))
+	add(initB, initFrame(cid, CmdCBOR, 1, 2), initFrame(cid, CmdCBOR, 1, 4))
+	add(initB, initFrame(cid, CmdMsg, 4, 0, 1, 0, 0), initFrame(cid, CmdWink, 0))
+	// INIT while busy: from a new application, from another channel, and
+	// on the busy channel itself.
+	add(initB, initB, initFrame(cid, CmdPing, 100), initB, initFrame(cid+1, CmdInit, 8), initFrame(cid, CmdInit, 8))
+	add(initB, initFrame(cid, CmdCBOR, 2, 3, 0), initFrame(cid, CmdInit, 8), PowerCycleDatagram[:])
+	// A power cycle in the middle of a message; the channel stays.
+	add(initB, initFrame(cid, CmdPing, 100), PowerCycleDatagram[:], contFrame(cid, 0), initFrame(cid, CmdPing, 1, 1))
+	add(initB, initFrame(cid, CmdPing, 0x490), contFrame(cid, 0), contFrame(cid, 2))
+	add(initB, initFrame(cid, CmdPing, 0x490), initFrame(cid, CmdPing, 1))
+	add(initB, initFrame(cid, CmdPing, 100), initFrame(cid+1, CmdPing, 1), contFrame(cid, 0))
+	add(initFrame(0, CmdInit, 8), initFrame(BroadcastCID, CmdPing, 0), initFrame(7, CmdLock, 0xffff))
+	// Reports of the wrong size.
+	add(initFrame(0x11223344, CmdInit, 8), initFrame(0x11223344, CmdCBOR, 1, 4)[:63], []byte{1, 2, 3}, nil)
+	add()
+	return seeds
+}
+
+func FuzzServer(f *testing.F) {
+	for _, seed := range fuzzServerSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// min rather than an if, so that a long input adds no coverage
+		// of its own and is never minimized for it.
+		dev := &scriptDevice{reads: fuzzReports(data[:min(len(data), maxFuzzInput)])}
 		srv := NewServer(fuzzHandler{}, Config{
 			Capabilities:      CapWink | CapCBOR,
 			MsgTimeout:        time.Millisecond,
@@ -121,9 +202,52 @@ func FuzzServer(f *testing.F) {
 				if !slices.Contains([]byte{CmdPing, CmdMsg, CmdInit, CmdWink, CmdCBOR, CmdKeepalive, CmdError}, w[4]) {
 					t.Fatalf("wrote command 0x%02x", w[4])
 				}
+				if w[4] == CmdError && (binary.BigEndian.Uint16(w[5:7]) != 1 || !slices.Contains([]byte{ErrInvalidCmd, ErrInvalidLen,
+					ErrInvalidSeq, ErrMsgTimeout, ErrChannelBusy, ErrInvalidChannel, ErrOther}, w[7])) {
+					t.Fatalf("wrote error %x", w[:8])
+				}
 			}
 		}
 	})
+}
+
+// TestFuzzServerSeeds checks that FuzzServer's seeds stay small, so that
+// the fuzzer spends its time fuzzing rather than minimizing, that together
+// they still reach every path (INIT, PING, CBOR, MSG, WINK, CANCEL,
+// continuation packets, a power cycle), and that the input encoding
+// round-trips.
+func TestFuzzServerSeeds(t *testing.T) {
+	const maxSeed = 80 // bytes, well under maxFuzzInput
+	cmds := map[byte]bool{}
+	var cont, powerCycle bool
+	for i, seed := range fuzzServerSeeds() {
+		if len(seed) > maxSeed {
+			t.Errorf("seed %d is %d bytes, want at most %d", i, len(seed), maxSeed)
+		}
+		reports := fuzzReports(seed)
+		if re := fuzzEncode(reports...); !bytes.Equal(re, seed) {
+			t.Errorf("seed %d: %x decodes and encodes to %x", i, seed, re)
+		}
+		for _, r := range reports {
+			switch {
+			case bytes.Equal(r, PowerCycleDatagram[:]):
+				powerCycle = true
+			case len(r) != ReportSize:
+			case r[4]&typeInit != 0:
+				cmds[r[4]] = true
+			default:
+				cont = true
+			}
+		}
+	}
+	for _, c := range []byte{CmdInit, CmdPing, CmdCBOR, CmdMsg, CmdWink, CmdCancel} {
+		if !cmds[c] {
+			t.Errorf("no seed sends command 0x%02x", c)
+		}
+	}
+	if !cont || !powerCycle {
+		t.Errorf("seeds with continuation packets: %v, with a power cycle: %v", cont, powerCycle)
+	}
 }
 
 func FuzzReassembly(f *testing.F) {

@@ -281,7 +281,9 @@ func (ss *session) handleReport(report []byte) {
 
 // handleInitPacket applies the checks of §11.2 to an initialisation packet
 // in an order that makes each error the most specific one: channel
-// validity, then sequencing and contention, then command, then length.
+// validity, then contention with another channel (which even INIT gets,
+// §11.2.5.1), then INIT, then sequencing and contention on the packet's own
+// channel, then allocation, command and length.
 func (ss *session) handleInitPacket(p packet) {
 	switch {
 	case p.cmd == CmdCancel:
@@ -293,21 +295,29 @@ func (ss *session) handleInitPacket(p packet) {
 		// CID 0 is reserved (§11.2.3).
 		ss.protocolError(p.cid, ErrInvalidChannel, "reserved CID 0")
 		return
-	case p.cmd == CmdInit:
-		ss.handleInit(p)
-		return
-	case p.cid == BroadcastCID:
+	case p.cid == BroadcastCID && p.cmd != CmdInit:
 		// The broadcast CID is only for INIT (§11.2.3).
 		ss.protocolError(p.cid, ErrInvalidChannel, "broadcast CID on a command other than INIT")
 		return
-	case ss.asm != nil && ss.asm.cid == p.cid:
+	case ss.busyOnOtherChannel(p.cid):
+		// §11.2.5.1: while a transaction is in progress, any request
+		// from another channel fails at once, INIT included (on the
+		// broadcast CID too: a new application waits like any other).
+		ss.protocolError(p.cid, ErrChannelBusy, "busy with another channel")
+		return
+	case p.cmd == CmdInit:
+		// On the busy channel itself INIT aborts its transaction
+		// (§11.2.5.3); see resync.
+		ss.handleInit(p)
+		return
+	case ss.asm != nil:
 		// The host started a new message before finishing the last one
 		// on this channel (§11.2.5.4).
 		ss.dropAssembly()
 		ss.protocolError(p.cid, ErrInvalidSeq, "initialisation packet while reassembling")
 		return
-	case ss.asm != nil || ss.txn != nil:
-		// §11.2.5.1: another request while busy fails at once.
+	case ss.txn != nil:
+		// §11.2.5.1: this channel's own transaction is still running.
 		ss.protocolError(p.cid, ErrChannelBusy, "busy")
 		return
 	case !ss.allocated(p.cid):
@@ -334,6 +344,20 @@ func (ss *session) handleInitPacket(p packet) {
 	}
 	ss.asm = a
 	ss.asmTimer.Reset(ss.s.cfg.MsgTimeout)
+}
+
+// busyOnOtherChannel reports whether a transaction is in progress (a message
+// being reassembled or a handler call running, aborted or not) on a channel
+// other than cid.
+func (ss *session) busyOnOtherChannel(cid uint32) bool {
+	switch {
+	case ss.asm != nil:
+		return ss.asm.cid != cid
+	case ss.txn != nil:
+		return ss.txn.cid != cid
+	default:
+		return false
+	}
 }
 
 func (ss *session) handleContPacket(p packet) {
@@ -419,10 +443,15 @@ func (ss *session) cancel(cid uint32) {
 	}
 }
 
+// powerCycle handles ErrPowerCycle: the partial message and the running
+// transaction are dropped and Handler.PowerCycle resets what CTAP ties to
+// power-up, but the allocated channels stay. The simulators whose
+// convention ErrPowerCycle comes from keep them, and conformance suites go
+// on using their channel after a power cycle. A device that really goes
+// away (uhid) ends Serve instead; the next Serve starts without channels.
 func (ss *session) powerCycle() {
 	ss.log.Debug("ctaphid: power cycle")
 	ss.dropAssembly()
-	clear(ss.channels)
 	if t := ss.txn; t != nil {
 		if !t.dropped {
 			t.dropped = true

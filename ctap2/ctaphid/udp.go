@@ -15,7 +15,9 @@ import (
 // PowerCycleDatagram is the datagram that simulates unplugging and
 // replugging the device in the Solo-style UDP simulation convention
 // authenticator test suites use. UDPDevice.ReadReport returns ErrPowerCycle
-// when it arrives.
+// when it arrives. As in the simulators of that convention, it resets the
+// authenticator's power-up state but not the channels, nor the routes of
+// their replies: test suites keep using their channel after it.
 var PowerCycleDatagram = [ReportSize]byte{
 	0xac, 0x10, 0x52, 0xca, 0x95, 0xe5, 0x69, 0xde, 0x69, 0xe0, 0x2e, 0xbf, 0xf3, 0x33, 0x48, 0x5f,
 	0x13, 0xf9, 0xb2, 0xda, 0x34, 0xc5, 0xa8, 0xa3, 0x40, 0x52, 0x66, 0x97, 0xa9, 0xab, 0x2e, 0x0b,
