@@ -88,6 +88,13 @@ type Info struct {
 // code maps it to "no such credential" rather than to a device failure.
 var ErrInvalidBlob = errors.New("invalid key blob")
 
+// ErrBlobRefused is wrapped (with ErrInvalidBlob) by errors for a blob that
+// parses but that the TPM will not load: its integrity check under our
+// storage key failed. That is what a blob made by another TPM, or by this
+// one before a TPM clear, gets. An ErrInvalidBlob without it is a blob
+// that is malformed or truncated, which no TPM change explains.
+var ErrBlobRefused = fmt.Errorf("%w: the TPM refuses it", ErrInvalidBlob)
+
 var errClosed = errors.New("tpm: use of closed TPM")
 
 const (

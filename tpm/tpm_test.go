@@ -985,3 +985,36 @@ func FuzzPublicKey(f *testing.F) {
 		}
 	})
 }
+
+// TestUnsealTellsMalformedFromRefused: a truncated or malformed sealed blob
+// is ErrInvalidBlob without ErrBlobRefused (the bytes are broken, whatever
+// the TPM); one that another TPM sealed (as after a TPM clear) is
+// ErrBlobRefused. Callers tell "the store is damaged" from "the TPM was
+// cleared" by this.
+func TestUnsealTellsMalformedFromRefused(t *testing.T) {
+	a := openTestSwtpm(t, t.TempDir())
+	b := openTestSwtpm(t, t.TempDir())
+	blob, err := a.Seal(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(blob)
+	flipped[len(flipped)-1] ^= 1
+	for name, tc := range map[string]struct {
+		tp      *TPM
+		blob    []byte
+		refused bool
+	}{
+		"truncated":         {a, blob[:len(blob)-10], false},
+		"trailing bytes":    {a, append(bytes.Clone(blob), 0), false},
+		"empty":             {a, nil, false},
+		"public area bytes": {a, append(append([]byte{}, blob[:4]...), bytes.Repeat([]byte{0xff}, len(blob)-4)...), false},
+		"another TPM":       {b, blob, true},
+		"private altered":   {a, flipped, true},
+	} {
+		_, err := tc.tp.Unseal(tc.blob)
+		if !errors.Is(err, ErrInvalidBlob) || errors.Is(err, ErrBlobRefused) != tc.refused {
+			t.Errorf("%s: Unseal = %v, want ErrInvalidBlob with refused=%v", name, err, tc.refused)
+		}
+	}
+}
