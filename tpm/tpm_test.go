@@ -765,6 +765,7 @@ func TestOpenErrors(t *testing.T) {
 		"unix no socket":      {Spec: "unix:" + filepath.Join(t.TempDir(), "nosock")},
 		"swtpm no state dir":  {Spec: "swtpm"},
 		"auto no state dir":   {Spec: "auto"},
+		"fallback no state":   {Spec: "device-or-swtpm"},
 		"device is directory": {Spec: t.TempDir()},
 	}
 	for name, cfg := range cases {
@@ -785,18 +786,58 @@ func TestSwtpmMissing(t *testing.T) {
 	}
 }
 
-func TestAutoFallsBackToSwtpm(t *testing.T) {
+// TestAutoNeverFallsBackToSwtpm: without a TPM device, "auto" fails with
+// an error that names the opt-in, and starts no swtpm (no state is made).
+func TestAutoNeverFallsBackToSwtpm(t *testing.T) {
 	if _, err := os.Stat(defaultDevice); err == nil {
 		t.Skipf("%s exists: auto picks it", defaultDevice)
 	}
 	needSwtpm(t)
-	tp, err := Open(Config{Spec: "auto", StateDir: t.TempDir(), Logger: testLogger(t)})
+	dir := t.TempDir()
+	tp, err := Open(Config{Spec: "auto", StateDir: dir, Logger: testLogger(t)})
+	if err == nil {
+		tp.Close()
+		t.Fatalf("auto without %s opened %s", defaultDevice, tp.Info().Kind)
+	}
+	for _, want := range []string{defaultDevice, "never falls back to a software TPM", "--tpm device-or-swtpm"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "swtpm")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("auto left swtpm state behind: %v", err)
+	}
+}
+
+// TestDeviceOrSwtpmFallsBack: the opt-in falls back to a private swtpm,
+// says so at WARN, and marks the TPM as software.
+func TestDeviceOrSwtpmFallsBack(t *testing.T) {
+	if _, err := os.Stat(defaultDevice); err == nil {
+		t.Skipf("%s exists: device-or-swtpm picks it", defaultDevice)
+	}
+	needSwtpm(t)
+	var logs bytes.Buffer
+	tp, err := Open(Config{Spec: "device-or-swtpm", StateDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tp.Close()
-	if tp.Info().Kind != "swtpm" {
-		t.Errorf("Kind = %q, want swtpm", tp.Info().Kind)
+	if in := tp.Info(); in.Kind != "swtpm" || !in.Software {
+		t.Errorf("Info = %+v, want kind swtpm, software", in)
+	}
+	if !strings.Contains(logs.String(), `level=WARN msg="TPM device unavailable, using a private swtpm (--tpm device-or-swtpm)"`) {
+		t.Errorf("no WARN about the fallback in:\n%s", logs.String())
+	}
+}
+
+// TestSoftwareOnlyForPrivateSwtpm: Info.Software is set for a private
+// swtpm (state in the state dir) and not for the simulator.
+func TestSoftwareOnlyForPrivateSwtpm(t *testing.T) {
+	if !openTestSwtpm(t, t.TempDir()).Info().Software {
+		t.Error("private swtpm: Software = false")
+	}
+	if sharedSim(t).Info().Software {
+		t.Error("simulator: Software = true")
 	}
 }
 
