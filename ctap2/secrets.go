@@ -36,8 +36,8 @@ type deviceSecrets struct {
 
 // loadDeviceSecrets unseals the device secrets, creating them on first use.
 // A sealed blob that no longer unseals means the TPM was cleared or is a
-// different one: that is an error, never a reason to start a new identity
-// over the old store.
+// different one, or (malformed blob) the store is damaged: an error either
+// way, never a reason to start a new identity over the old store.
 func loadDeviceSecrets(t TPM, s Store, now time.Time) (*deviceSecrets, error) {
 	wrapKey, err := sealedSecret(t, s, valueWrapKey)
 	if err != nil {
@@ -83,11 +83,19 @@ func sealedSecret(t TPM, s Store, name string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	secret, err := t.Unseal(blob)
-	if err != nil {
+	switch {
+	case errors.Is(err, tpm.ErrBlobRefused):
+		// Parses, but fails the TPM's integrity check under its storage key.
 		return nil, fmt.Errorf("the TPM cannot unseal the device secret %q: the TPM was cleared or is not the one this state dir was created with (refusing to start a new identity over existing data): %w", name, err)
+	case errors.Is(err, tpm.ErrInvalidBlob):
+		// Broken bytes: no TPM would take them, so blaming the TPM would
+		// send the admin after the wrong problem.
+		return nil, fmt.Errorf("the device secret %q in the store is damaged, not the TPM: its sealed blob is malformed or truncated; restore the store from a backup (refusing to start a new identity over existing data): %w", name, err)
+	case err != nil:
+		return nil, fmt.Errorf("unseal the device secret %q: %w", name, err)
 	}
 	if len(secret) != 32 {
-		return nil, fmt.Errorf("device secret %q: unsealed %d bytes, want 32", name, len(secret))
+		return nil, fmt.Errorf("device secret %q: unsealed %d bytes, want 32 (the store is damaged; restore it from a backup)", name, len(secret))
 	}
 	return secret, nil
 }

@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,29 +114,28 @@ type Store struct {
 
 // Open opens DIR/passkeyd.db, creating the dir (0700) and file (0600) if
 // needed. It fails at once with an error matching ErrLocked when another
-// process holds the store.
+// process holds the store, and with one matching ErrDamaged, leaving the
+// file untouched, when the file is empty, truncated or not a bbolt file.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: create state dir: %w", err)
 	}
 	path := filepath.Join(dir, dbName)
-	_, statErr := os.Stat(path)
-	created := errors.Is(statErr, fs.ErrNotExist)
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := createFile(dir, path); err != nil {
+			return nil, err
+		}
+	}
 
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
+	db, err := openDB(path)
+	if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, errFlockTimeout) {
 		return nil, &lockedError{dir: dir, path: path}
+	}
+	if errors.Is(err, ErrDamaged) {
+		return nil, err // the one line the daemon shows
 	}
 	if err != nil {
 		return nil, fmt.Errorf("keystore: open %s: %w", path, err)
-	}
-	if created {
-		// bbolt syncs the file, not the directory entry: without this a crash
-		// right after first start could lose the whole file.
-		if err := syncDir(dir); err != nil {
-			_ = db.Close()
-			return nil, err
-		}
 	}
 
 	s := &Store{
@@ -146,6 +146,11 @@ func Open(dir string) (*Store, error) {
 	}
 	if err := s.init(); err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrCorrupt) {
+			// bbolt's structures are broken beyond one record: the file as
+			// a whole is damaged.
+			return nil, &damagedError{path: path, reason: err.Error()}
+		}
 		return nil, err
 	}
 	go s.flushLoop()
@@ -289,12 +294,18 @@ func (s *Store) Wipe() error {
 // view and update run bbolt transactions. bbolt panics on some structural
 // damage to its pages; the panic is turned into an error so a bad file
 // fails the operation instead of killing the daemon (bbolt rolls back first).
+//
+// SetPanicOnFault does the same for a memory fault (SIGBUS) on the mapped
+// file, should it shrink under us or hold a page number past its end that
+// Open's check (checkFile) cannot see: an error instead of a dead daemon.
 func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverDamage(&err)
 	return s.db.View(fn)
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverDamage(&err)
 	return s.db.Update(fn)
 }
@@ -303,6 +314,49 @@ func recoverDamage(err *error) {
 	if r := recover(); r != nil {
 		*err = fmt.Errorf("%w: database file damaged: %v", ErrCorrupt, r)
 	}
+}
+
+// openDB opens the existing store file with bbolt, checked first by
+// openChecked, and with faults turned into errors as in view.
+func openDB(path string) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &damagedError{path: path, reason: fmt.Sprintf("bbolt failed reading it: %v", r)}
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, OpenFile: openChecked})
+}
+
+// createFile makes a new, empty store at path atomically: bbolt initialises
+// it under a temporary name, and only the complete file is linked into
+// place. So a crash during the first start never leaves an empty or
+// half-written passkeyd.db, and Open can treat an empty one as damage.
+func createFile(dir, path string) error {
+	f, err := os.CreateTemp(dir, dbName+".new-*")
+	if err != nil {
+		return fmt.Errorf("keystore: create %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keystore: create %s: %w", path, err)
+	}
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		return fmt.Errorf("keystore: create %s: %w", path, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("keystore: create %s: %w", path, err)
+	}
+	// Link, not rename: a daemon starting at the same moment may have
+	// linked its own file first, and that one must win untouched.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("keystore: create %s: %w", path, err)
+	}
+	// bbolt syncs the file, not the directory entry: without this a crash
+	// right after first start could lose the whole file.
+	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

@@ -326,7 +326,7 @@ func (t *TPM) load(o *object) (tpm2.NamedHandle, error) {
 		var f1 tpm2.TPMFmt1Error
 		if errors.As(err, &f1) {
 			if isParam, _ := f1.Parameter(); isParam {
-				return tpm2.NamedHandle{}, fmt.Errorf("load: %w: %w", ErrInvalidBlob, err)
+				return tpm2.NamedHandle{}, fmt.Errorf("load: %w: %w", ErrBlobRefused, err)
 			}
 		}
 		return tpm2.NamedHandle{}, fmt.Errorf("load: %w", err)

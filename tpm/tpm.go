@@ -18,12 +18,10 @@ package tpm
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -62,7 +60,9 @@ type KeyBlob []byte
 // Config selects and configures the TPM.
 type Config struct {
 	// Spec is one of:
-	//   "auto" (or ""): /dev/tpmrm0 if it opens, else a private swtpm under StateDir
+	//   "auto" (or ""): /dev/tpmrm0, and only that: never a software TPM
+	//   "device-or-swtpm": /dev/tpmrm0 if it opens, else a private swtpm under
+	//                StateDir (logged at WARN: see Info.Software)
 	//   any other path, e.g. "/dev/tpmrm0": a TPM character device
 	//   "unix:PATH": a socket taking raw TPM commands (swtpm --server type=unixio);
 	//                one connection, held until Close (swtpm serves one client at a time)
@@ -70,7 +70,7 @@ type Config struct {
 	//   "sim": go-tpm-tools' in-process reference simulator (needs cgo; one per
 	//          process; freshly manufactured on each Open, so blobs die with it)
 	Spec string
-	// StateDir is needed for "swtpm" and "auto".
+	// StateDir is needed for "swtpm" and "device-or-swtpm".
 	StateDir string
 	// Logger may be nil.
 	Logger *slog.Logger
@@ -81,12 +81,23 @@ type Info struct {
 	Kind            string // "device:/dev/tpmrm0", "swtpm", "unix:...", "simulator"
 	Manufacturer    string // 4-char vendor id, e.g. "IBM "
 	FirmwareVersion string // TPM_PT_FIRMWARE_VERSION_1/_2 as four 16-bit numbers, e.g. "8217.4131.22.13878"
+	// Software is set for a private swtpm: its state, the TPM's seeds
+	// included, is files under StateDir, so a copy of that directory is a
+	// working copy of every key, and PINs can be guessed offline on it.
+	Software bool
 }
 
 // ErrInvalidBlob is wrapped by errors for blobs that cannot be parsed or that
 // this TPM refuses to load (tampered, or made by another TPM or SRK). CTAP
 // code maps it to "no such credential" rather than to a device failure.
 var ErrInvalidBlob = errors.New("invalid key blob")
+
+// ErrBlobRefused is wrapped (with ErrInvalidBlob) by errors for a blob that
+// parses but that the TPM will not load: its integrity check under our
+// storage key failed. That is what a blob made by another TPM, or by this
+// one before a TPM clear, gets. An ErrInvalidBlob without it is a blob
+// that is malformed or truncated, which no TPM change explains.
+var ErrBlobRefused = fmt.Errorf("%w: the TPM refuses it", ErrInvalidBlob)
 
 var errClosed = errors.New("tpm: use of closed TPM")
 
@@ -142,7 +153,7 @@ func Open(cfg Config) (*TPM, error) {
 		conn: b.conn,
 		proc: b.proc,
 		log:  log,
-		info: Info{Kind: b.kind},
+		info: Info{Kind: b.kind, Software: b.proc != nil},
 	}
 	if err := t.start(b.flushStale); err != nil {
 		_ = t.shutdown()
@@ -160,22 +171,26 @@ func Open(cfg Config) (*TPM, error) {
 func openBackend(cfg Config, log *slog.Logger) (*backend, error) {
 	switch spec := cfg.Spec; {
 	case spec == "" || spec == "auto":
+		// Device only. A silent fallback to a software TPM would put the
+		// keys' protection in files anyone who copies the state dir has.
+		b, err := openDevice(defaultDevice)
+		if err != nil {
+			return nil, fmt.Errorf("%v; --tpm auto uses only a TPM device and never falls back to a software TPM: "+
+				"pass --tpm device-or-swtpm to allow a private swtpm (a copy of the state directory is then a copy of your passkeys)", err)
+		}
+		log.Info("using TPM device", "path", defaultDevice)
+		return b, nil
+	case spec == "device-or-swtpm":
 		b, devErr := openDevice(defaultDevice)
 		if devErr == nil {
 			log.Info("using TPM device", "path", defaultDevice)
 			return b, nil
 		}
-		level := slog.LevelInfo
-		if !errors.Is(devErr, os.ErrNotExist) {
-			// The device exists but we cannot use it (permissions?):
-			// falling back to a software TPM may not be what the admin wants.
-			level = slog.LevelWarn
-		}
-		log.Log(context.Background(), level, "TPM device unavailable, using a private swtpm",
+		log.Warn("TPM device unavailable, using a private swtpm (--tpm device-or-swtpm)",
 			"device", defaultDevice, "reason", devErr, "state_dir", cfg.StateDir)
 		b, err := openSwtpm(cfg.StateDir)
 		if err != nil {
-			return nil, fmt.Errorf("open TPM (auto): %v, and no swtpm fallback: %w", devErr, err)
+			return nil, fmt.Errorf("open TPM (device-or-swtpm): %v, and no swtpm fallback: %w", devErr, err)
 		}
 		return b, nil
 	case spec == "swtpm":

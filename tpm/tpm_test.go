@@ -765,6 +765,7 @@ func TestOpenErrors(t *testing.T) {
 		"unix no socket":      {Spec: "unix:" + filepath.Join(t.TempDir(), "nosock")},
 		"swtpm no state dir":  {Spec: "swtpm"},
 		"auto no state dir":   {Spec: "auto"},
+		"fallback no state":   {Spec: "device-or-swtpm"},
 		"device is directory": {Spec: t.TempDir()},
 	}
 	for name, cfg := range cases {
@@ -785,18 +786,58 @@ func TestSwtpmMissing(t *testing.T) {
 	}
 }
 
-func TestAutoFallsBackToSwtpm(t *testing.T) {
+// TestAutoNeverFallsBackToSwtpm: without a TPM device, "auto" fails with
+// an error that names the opt-in, and starts no swtpm (no state is made).
+func TestAutoNeverFallsBackToSwtpm(t *testing.T) {
 	if _, err := os.Stat(defaultDevice); err == nil {
 		t.Skipf("%s exists: auto picks it", defaultDevice)
 	}
 	needSwtpm(t)
-	tp, err := Open(Config{Spec: "auto", StateDir: t.TempDir(), Logger: testLogger(t)})
+	dir := t.TempDir()
+	tp, err := Open(Config{Spec: "auto", StateDir: dir, Logger: testLogger(t)})
+	if err == nil {
+		tp.Close()
+		t.Fatalf("auto without %s opened %s", defaultDevice, tp.Info().Kind)
+	}
+	for _, want := range []string{defaultDevice, "never falls back to a software TPM", "--tpm device-or-swtpm"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "swtpm")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("auto left swtpm state behind: %v", err)
+	}
+}
+
+// TestDeviceOrSwtpmFallsBack: the opt-in falls back to a private swtpm,
+// says so at WARN, and marks the TPM as software.
+func TestDeviceOrSwtpmFallsBack(t *testing.T) {
+	if _, err := os.Stat(defaultDevice); err == nil {
+		t.Skipf("%s exists: device-or-swtpm picks it", defaultDevice)
+	}
+	needSwtpm(t)
+	var logs bytes.Buffer
+	tp, err := Open(Config{Spec: "device-or-swtpm", StateDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tp.Close()
-	if tp.Info().Kind != "swtpm" {
-		t.Errorf("Kind = %q, want swtpm", tp.Info().Kind)
+	if in := tp.Info(); in.Kind != "swtpm" || !in.Software {
+		t.Errorf("Info = %+v, want kind swtpm, software", in)
+	}
+	if !strings.Contains(logs.String(), `level=WARN msg="TPM device unavailable, using a private swtpm (--tpm device-or-swtpm)"`) {
+		t.Errorf("no WARN about the fallback in:\n%s", logs.String())
+	}
+}
+
+// TestSoftwareOnlyForPrivateSwtpm: Info.Software is set for a private
+// swtpm (state in the state dir) and not for the simulator.
+func TestSoftwareOnlyForPrivateSwtpm(t *testing.T) {
+	if !openTestSwtpm(t, t.TempDir()).Info().Software {
+		t.Error("private swtpm: Software = false")
+	}
+	if sharedSim(t).Info().Software {
+		t.Error("simulator: Software = true")
 	}
 }
 
@@ -984,4 +1025,37 @@ func FuzzPublicKey(f *testing.F) {
 			t.Fatal("parsed blob does not re-encode to the input")
 		}
 	})
+}
+
+// TestUnsealTellsMalformedFromRefused: a truncated or malformed sealed blob
+// is ErrInvalidBlob without ErrBlobRefused (the bytes are broken, whatever
+// the TPM); one that another TPM sealed (as after a TPM clear) is
+// ErrBlobRefused. Callers tell "the store is damaged" from "the TPM was
+// cleared" by this.
+func TestUnsealTellsMalformedFromRefused(t *testing.T) {
+	a := openTestSwtpm(t, t.TempDir())
+	b := openTestSwtpm(t, t.TempDir())
+	blob, err := a.Seal(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(blob)
+	flipped[len(flipped)-1] ^= 1
+	for name, tc := range map[string]struct {
+		tp      *TPM
+		blob    []byte
+		refused bool
+	}{
+		"truncated":         {a, blob[:len(blob)-10], false},
+		"trailing bytes":    {a, append(bytes.Clone(blob), 0), false},
+		"empty":             {a, nil, false},
+		"public area bytes": {a, append(append([]byte{}, blob[:4]...), bytes.Repeat([]byte{0xff}, len(blob)-4)...), false},
+		"another TPM":       {b, blob, true},
+		"private altered":   {a, flipped, true},
+	} {
+		_, err := tc.tp.Unseal(tc.blob)
+		if !errors.Is(err, ErrInvalidBlob) || errors.Is(err, ErrBlobRefused) != tc.refused {
+			t.Errorf("%s: Unseal = %v, want ErrInvalidBlob with refused=%v", name, err, tc.refused)
+		}
+	}
 }

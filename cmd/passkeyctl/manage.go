@@ -329,7 +329,14 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 			for _, row := range rows {
 				fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if in.TPM.Software {
+				// Its own line, after the table, so it is not lost in it.
+				fmt.Fprintln(w, mgmt.SoftwareTPMWarning)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")

@@ -138,9 +138,9 @@ say "security key, here with libfido2's command-line tools."
 step "Start passkeyd. It creates a USB security key through /dev/uhid. In this demo"
 say "   every request is approved automatically (--prompt approve-all); normally"
 say "   you confirm each one, and type the key's PIN, in a prompt on your desktop."
-say "   \$ passkeyd serve --transport uhid --tpm auto --prompt approve-all ..."
+say "   \$ passkeyd serve --transport uhid --tpm device-or-swtpm --prompt approve-all ..."
 mkdir -m 0700 "$tmp/state"
-"$bin" serve --state-dir "$tmp/state" --tpm auto --transport uhid --prompt approve-all \
+"$bin" serve --state-dir "$tmp/state" --tpm device-or-swtpm --transport uhid --prompt approve-all \
 	--control "$tmp/control.sock" --owner "$(id -u)" --log-level info 2>"$tmp/passkeyd.log" &
 pid=$!
 hidraw=
@@ -154,7 +154,7 @@ done
 tpm=$(sed -n 's/.*msg="TPM ready" kind=\([^ ]*\).*/\1/p' "$tmp/passkeyd.log" | head -1)
 case $tpm in
 device:*) tpm="the TPM at ${tpm#device:}" ;;
-swtpm*) tpm="a private software TPM (swtpm; this machine has no usable TPM)" ;;
+swtpm*) tpm="a private software TPM (swtpm; this machine has no usable TPM: a copy of its state dir would be a copy of your passkeys)" ;;
 "") tpm="the TPM" ;;
 esac
 say "   passkeyd is running; its keys are made and used inside $tpm."

@@ -229,6 +229,15 @@ func checkUnit(t *testing.T, file, bin, destdir string) {
 			t.Errorf("[Service] %s=%s, want %s=%s", key, got, key, want)
 		}
 	}
+	// A start that fails for good (damaged store, TPM cleared) must end in
+	// "failed", not restart every RestartSec forever: systemd's default
+	// limit (5 starts in 10 s) never trips at RestartSec=2s.
+	if got, want := u["Unit.StartLimitIntervalSec"], []string{"60"}; !slices.Equal(got, want) {
+		t.Errorf("[Unit] StartLimitIntervalSec=%q, want %q", got, want)
+	}
+	if got, want := u["Unit.StartLimitBurst"], []string{"5"}; !slices.Equal(got, want) {
+		t.Errorf("[Unit] StartLimitBurst=%q, want %q", got, want)
+	}
 	if got, want := u["Service.DeviceAllow"], []string{"/dev/uhid rw", "/dev/tpmrm0 rw"}; !slices.Equal(got, want) {
 		t.Errorf("DeviceAllow=%q, want exactly %q", got, want)
 	}

@@ -43,7 +43,16 @@ type TPM struct {
 	Kind         string `json:"kind"`
 	Manufacturer string `json:"manufacturer"`
 	Firmware     string `json:"firmware"`
+	// Software: a private swtpm whose state is in the state dir (see
+	// SoftwareTPMWarning).
+	Software bool `json:"software"`
 }
+
+// SoftwareTPMWarning is what the daemon logs at start-up and passkeyctl
+// info prints when the TPM is a private swtpm: its seeds are files in the
+// state directory, so a copy of it signs as every passkey without the PIN,
+// and short PINs can be guessed offline against it.
+const SoftwareTPMWarning = "software TPM: a copy of the state directory is a copy of your passkeys"
 
 // Info is the answer to OpInfo.
 type Info struct {

@@ -45,7 +45,7 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		out := Info{
 			Version: s.Version, AAGUID: formatAAGUID(in.AAGUID),
-			TPM:    TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion},
+			TPM:    TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion, Software: ti.Software},
 			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
 			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
 			Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,

@@ -181,7 +181,7 @@ if [ "$BROWSER" = 1 ]; then
 fi
 
 # `make demo`'s walkthrough (test/demo/demo.sh) as a newcomer runs it on a
-# machine with /dev/uhid: its own daemon (as root, --tpm auto: here
+# machine with /dev/uhid: its own daemon (as root, --tpm device-or-swtpm: here
 # /dev/tpmrm0), fido2-token -L, fido2-cred -M/-V, fido2-assert -G/-V,
 # passkeyctl list, unplug. On machines without uhid `make demo` boots this
 # VM and runs the same script (run.sh --demo).
