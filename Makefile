@@ -2,7 +2,7 @@
 GO       ?= go
 PREFIX   ?= /usr/local
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X github.com/passkeyd/passkeyd/cmd/internal/buildinfo.Version=$(VERSION)
+LDFLAGS  := -X github.com/passkeyd/passkeyd/internal/buildinfo.Version=$(VERSION)
 FUZZTIME ?= 20s
 # The in-process TPM simulator used by unit tests needs cgo.
 export CGO_ENABLED := 1

@@ -15,7 +15,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 	"github.com/passkeyd/passkeyd/test/rpverify"
 )
 

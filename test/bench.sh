@@ -11,4 +11,4 @@ go test -run '^$' -bench 'GetAssertion|MakeCredential' -benchtime "$n" ./test/be
 echo "== scale: 10,000 discoverable credentials over 1,000 RPs"
 go test -run '^$' -bench 'Scale' -benchtime 5x -timeout 20m ./test/bench/ | grep -E '^Benchmark'
 echo "== TPM floors and store"
-go test -run '^$' -bench . -benchtime "$n" ./tpm/ ./keystore/ | grep -E '^Benchmark'
+go test -run '^$' -bench . -benchtime "$n" ./internal/hardware/tpm/ ./internal/hardware/keystore/ | grep -E '^Benchmark'

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 )
 
 // ctl runs the passkeyctl binary; it returns stdout+stderr and the exit code.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 )
 
 // softwareTPMLine is what the daemon logs at WARN and passkeyctl info

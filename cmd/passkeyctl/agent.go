@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/prompt"
-	"github.com/passkeyd/passkeyd/ctap2/prompt/pinentry"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 )
 
 // exitConfig is the exit status for a refusal that retrying cannot fix

@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/prompt"
-	"github.com/passkeyd/passkeyd/ctap2/prompt/pinentry"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 )
 
 // binDir holds the binaries the tests build once: the fake pinentry, and
@@ -75,7 +75,7 @@ func build(t *testing.T, pkg string) string {
 }
 
 func fakePinentry(t *testing.T) string {
-	return build(t, "../../ctap2/prompt/pinentry/testdata/fakepinentry")
+	return build(t, "../../internal/daemon/pinentry/testdata/fakepinentry")
 }
 
 // daemon is the daemon's side as serve wires it: a control server with

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 )
 
 func newAttestationCommand(g *globalOptions) *cobra.Command {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
-	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/internal/buildinfo"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
 )
 
 // globalOptions are the flags every subcommand shares.

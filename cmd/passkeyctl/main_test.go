@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 )
 
 func TestVersion(t *testing.T) {

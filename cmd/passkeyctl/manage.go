@@ -16,9 +16,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
-	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 )
 
 // Exit codes scripts can rely on (documented in the root command's help).

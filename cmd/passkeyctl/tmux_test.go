@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 )
 
 // requireTools finds the programs the test needs, installing them with

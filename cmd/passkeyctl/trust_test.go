@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/ctap2/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
 )
 
 // serveRecorder is the child process of TestCommandsRefuseUntrustedServer:

@@ -15,17 +15,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/passkeyd/passkeyd/cmd/internal/buildinfo"
-	"github.com/passkeyd/passkeyd/ctap2"
-	"github.com/passkeyd/passkeyd/ctap2/attest"
-	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
-	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
-	"github.com/passkeyd/passkeyd/ctap2/prompt"
-	"github.com/passkeyd/passkeyd/ctap2/prompt/pinentry"
-	"github.com/passkeyd/passkeyd/keystore"
-	"github.com/passkeyd/passkeyd/tpm"
-	"github.com/passkeyd/passkeyd/uhid"
+	"github.com/passkeyd/passkeyd/internal/buildinfo"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/hardware/uhid"
+	"github.com/passkeyd/passkeyd/internal/protocol/attest"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 )
 
 func newRootCommand() *cobra.Command {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passkeyd/passkeyd/keystore"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 )
 
 func TestServeRefusesBadConfiguration(t *testing.T) {

@@ -25,12 +25,12 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/passkeyd/passkeyd/ctap2"
-	"github.com/passkeyd/passkeyd/ctap2/attest"
-	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
-	"github.com/passkeyd/passkeyd/ctap2/prompt"
-	"github.com/passkeyd/passkeyd/keystore"
-	"github.com/passkeyd/passkeyd/tpm"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/attest"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 )
 
 type rig struct {

@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/passkeyd/passkeyd/ctap2/ctaphid"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 )
 
 // pipe is an in-memory ctaphid.Device: the host end is the client below.

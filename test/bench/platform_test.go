@@ -12,8 +12,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/passkeyd/passkeyd/ctap2"
-	"github.com/passkeyd/passkeyd/ctap2/pinuv"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
 // platform is the client side of PIN/UV auth protocol two (CTAP 2.1

@@ -12,11 +12,11 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/passkeyd/passkeyd/ctap2"
-	"github.com/passkeyd/passkeyd/ctap2/control"
-	"github.com/passkeyd/passkeyd/ctap2/control/mgmt"
-	"github.com/passkeyd/passkeyd/keystore"
-	"github.com/passkeyd/passkeyd/tpm"
+	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
 )
 
 // BenchmarkScale10k fills the store with 10,000 discoverable credentials

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passkeyd/passkeyd/uhid"
+	"github.com/passkeyd/passkeyd/internal/hardware/uhid"
 )
 
 // repoRoot is two levels up from this package's directory.

@@ -1,7 +1,7 @@
 // Package rpverify has relying parties that nobody here wrote check WebAuthn
 // registrations: go-webauthn v0.18 and Debian's python3-fido2 0.9.1
 // (PackedAttestation, TpmAttestation, NoneAttestation). Tests of the
-// attestation code (ctap2/attest) and of the daemon (test/) share it.
+// attestation code (internal/protocol/attest) and of the daemon (test/) share it.
 package rpverify
 
 import (

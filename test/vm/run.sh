@@ -170,7 +170,7 @@ trap cleanup EXIT
 # The daemon; passkeyctl, whose prompt agent runs in the guest as the
 # owner; the test pinentry the agent shows prompts through (it speaks
 # Assuan, answers GETPIN with $FAKE_PIN and CONFIRM with OK).
-bins=(./cmd/passkeyctl ./ctap2/prompt/pinentry/testdata/fakepinentry)
+bins=(./cmd/passkeyctl ./internal/daemon/pinentry/testdata/fakepinentry)
 [ -z "${PASSKEYD_BIN:-}" ] && bins+=(./cmd/passkeyd)
 (cd "$repo" && CGO_ENABLED=1 go build -o "$work/" "${bins[@]}") || die "go build ${bins[*]} failed"
 [ -n "${PASSKEYD_BIN:-}" ] && cp "$PASSKEYD_BIN" "$work/passkeyd"

@@ -1,0 +1,314 @@
+// Package ctap2 implements the CTAP 2.1 authenticator API (and CTAP1/U2F
+// through package u2f) on keys that live in a TPM.
+//
+// The authenticator sees its surroundings only through interfaces: TPM for
+// key operations, Store for durable state, prompt.Prompter for the user.
+// Transports (CTAPHID over uhid or UDP) call CBOR and MSG.
+package ctap2
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
+	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+)
+
+// AAGUID identifies passkeyd as a model (WebAuthn §6.5.1). It is the same
+// for every installation, so it identifies nothing beyond "passkeyd".
+var AAGUID = [16]byte{0x9d, 0x72, 0xba, 0x2f, 0x2f, 0x52, 0x4f, 0x5d, 0xbc, 0x83, 0xaa, 0x03, 0x43, 0x8c, 0x76, 0x36}
+
+// TPM is what the authenticator needs from the TPM: keys that never leave
+// it, and sealing for device secrets. *tpm.TPM implements it.
+type TPM interface {
+	Algorithms() []tpm.Algorithm
+	CreateKey(alg tpm.Algorithm) (tpm.KeyBlob, crypto.PublicKey, error)
+	Sign(blob tpm.KeyBlob, digest []byte) ([]byte, error)
+	Seal(secret []byte) (tpm.KeyBlob, error)
+	Unseal(blob tpm.KeyBlob) ([]byte, error)
+	// The PIN object: a DA-protected sealed object whose authorisation is
+	// the PIN hash, checked by the TPM over a salted session.
+	CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error)
+	UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error)
+	// hmac-secret derives per-credential values with a TPM HMAC key.
+	CreateHMACKey() (tpm.KeyBlob, error)
+	HMAC(key tpm.KeyBlob, data []byte) ([]byte, error)
+}
+
+// Store is the durable state. *keystore.Store implements it.
+type Store interface {
+	Get(name string) ([]byte, error)
+	Put(name string, value []byte) error
+	Unlock(key []byte) error
+	PutCredential(c *keystore.Credential) error
+	Credential(id []byte) (*keystore.Credential, error)
+	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
+	Credentials() ([]*keystore.Credential, error)
+	DeleteCredential(id []byte) error
+	CountCredentials() int
+	TouchCredential(id []byte, t time.Time)
+	NextCounter() (uint32, error)
+	Wipe() error
+}
+
+// AttestationMode selects the attestation statement of makeCredential.
+type AttestationMode string
+
+// Attestation modes (passkeyd serve --attestation).
+const (
+	AttestationSelf AttestationMode = "self" // packed self attestation (default)
+	AttestationNone AttestationMode = "none"
+	AttestationTPM  AttestationMode = "tpm"
+)
+
+// Attester makes "tpm" attestation statements (internal/protocol/attest implements it).
+type Attester interface {
+	// CreateKey makes the key of a credential Statement will attest:
+	// relying parties parse its TPM public area, so its layout is the
+	// attester's business (tpm.TPM.CreateAttestableKey).
+	CreateKey(alg tpm.Algorithm) (tpm.KeyBlob, crypto.PublicKey, error)
+	Statement(authData, clientDataHash []byte, credKey tpm.KeyBlob) (format string, attStmt map[string]any, err error)
+	// StoredValues names the store values the attester keeps (its CA and
+	// attestation key): a reset leaves them, as it leaves a hardware
+	// key's attestation certificate, so a fleet's trust survives it.
+	StoredValues() []string
+}
+
+// Config wires an Authenticator.
+type Config struct {
+	// Attestation defaults to AttestationSelf; AttestationTPM needs
+	// Attester.
+	Attestation AttestationMode
+	Attester    Attester
+	TPM         TPM
+	Store       Store
+	Prompt      prompt.Prompter
+	Logger      *slog.Logger
+	// Capacity bounds discoverable credentials (getInfo's
+	// remainingDiscoverableCredentials). Default DefaultCapacity.
+	Capacity int
+	// Now is the clock; tests replace it. Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultCapacity is the number of discoverable credentials allowed by
+// default: the store is indexed, so this is a policy bound, not a limit
+// of the implementation.
+const DefaultCapacity = 25000
+
+// resetWindow: authenticatorReset is refused later than this after power-up
+// (CTAP 2.1 §6.6).
+const resetWindow = 10 * time.Second
+
+// nextAssertionTimeout: getNextAssertion state expires after 30 s (CTAP 2.1
+// §6.3).
+const nextAssertionTimeout = 30 * time.Second
+
+// Authenticator is one CTAP2 authenticator. Its methods are safe for
+// concurrent use; commands are serialised.
+type Authenticator struct {
+	tpm      TPM
+	store    Store
+	prompter prompt.Prompter
+	log      *slog.Logger
+	capacity int
+	now      func() time.Time
+
+	mu        sync.Mutex
+	secrets   *deviceSecrets
+	powerUp   time.Time
+	next      *assertionState // getNextAssertion state, nil when none
+	presence  u2fPresence
+	algorithm []tpm.Algorithm
+	pin       pinState
+	cfg       deviceConfig
+	cm        credMgmtState
+	lbWrite   *largeBlobWrite // a large-blob write in progress
+	// extraPermissions are pinUvAuthToken permissions of optional
+	// commands that are enabled (credential management, large blobs).
+	extraPermissions pinuv.Permission
+	attestation      AttestationMode
+	attester         Attester
+}
+
+// New provisions (first run) or loads the device secrets and returns a
+// ready authenticator.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.TPM == nil || cfg.Store == nil {
+		return nil, errors.New("ctap2: TPM and Store are required")
+	}
+	a := &Authenticator{
+		tpm:      cfg.TPM,
+		store:    cfg.Store,
+		prompter: cfg.Prompt,
+		log:      cfg.Logger,
+		capacity: cfg.Capacity,
+		now:      cfg.Now,
+	}
+	if a.prompter == nil {
+		a.prompter = prompt.DenyAll{}
+	}
+	switch a.attestation = cfg.Attestation; a.attestation {
+	case "":
+		a.attestation = AttestationSelf
+	case AttestationSelf, AttestationNone:
+	case AttestationTPM:
+		if cfg.Attester == nil {
+			return nil, errors.New("ctap2: tpm attestation needs an Attester")
+		}
+		a.attester = cfg.Attester
+	default:
+		return nil, fmt.Errorf("ctap2: unknown attestation %q (want self, none or tpm)", cfg.Attestation)
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.extraPermissions = pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite
+	if a.capacity <= 0 {
+		a.capacity = DefaultCapacity
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	for _, alg := range cfg.TPM.Algorithms() {
+		if _, ok := credAlgCodes[alg]; ok {
+			a.algorithm = append(a.algorithm, alg)
+		}
+	}
+	if len(a.algorithm) == 0 {
+		return nil, errors.New("ctap2: the TPM supports none of ES256, RS256")
+	}
+	s, err := loadDeviceSecrets(a.tpm, a.store, a.now())
+	if err != nil {
+		return nil, err
+	}
+	a.secrets = s
+	if err := a.loadConfig(); err != nil {
+		return nil, err
+	}
+	if err := a.loadPINState(); err != nil {
+		return nil, err
+	}
+	a.powerUp = a.now()
+	return a, nil
+}
+
+// PowerCycle resets everything CTAP ties to power-up: the reset window, the
+// getNextAssertion state, U2F presence, the PIN/UV state of §6.5.5.1 (new
+// key agreement keys, a new pinUvAuthToken, the consecutive-miss block
+// lifted) and a large-blob write in progress. CTAPHID channels are the
+// transport's and survive a simulated power cycle (see ctaphid.Device).
+func (a *Authenticator) PowerCycle() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.powerUp = a.now()
+	a.next = nil
+	a.presence.clear()
+	a.powerCyclePIN()
+	a.lbWrite = nil
+	a.log.Info("power cycle")
+}
+
+// Wink is CTAPHID_WINK: there is no LED, so it is only logged.
+func (a *Authenticator) Wink() { a.log.Info("wink") }
+
+// CBOR executes one authenticator API request (command byte followed by
+// its CBOR parameters) and returns status byte followed by the response.
+func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(req) == 0 {
+		return []byte{byte(ErrInvalidLength)}
+	}
+	cmd, params := req[0], req[1:]
+	if cmd != CmdGetNextAssertion {
+		a.next = nil // CTAP 2.1 §6.3: state lives only until another command
+	}
+	if cmd != CmdCredentialManagement && cmd != CmdCredentialManagementPreview {
+		a.cm = credMgmtState{}
+	}
+	var (
+		body []byte
+		err  error
+	)
+	switch cmd {
+	case CmdMakeCredential:
+		body, err = a.makeCredential(ctx, params)
+	case CmdGetAssertion:
+		body, err = a.getAssertion(ctx, params)
+	case CmdGetNextAssertion:
+		body, err = a.getNextAssertion(channelOf(ctx))
+	case CmdGetInfo:
+		body, err = a.getInfo()
+	case CmdReset:
+		err = a.reset(ctx)
+	case CmdSelection:
+		err = a.selection(ctx)
+	case CmdClientPIN:
+		body, err = a.clientPIN(ctx, params)
+	case CmdConfig:
+		err = a.authenticatorConfig(params)
+	case CmdCredentialManagement, CmdCredentialManagementPreview:
+		body, err = a.credentialManagement(params, channelOf(ctx))
+	case CmdLargeBlobs:
+		body, err = a.largeBlobs(params)
+	default:
+		err = ErrInvalidCommand
+	}
+	return a.respond(cmd, body, err)
+}
+
+// channelOf is the CTAPHID channel a request came in on (0 for callers
+// outside CTAPHID). Continuations (getNextAssertion, the enumerations of
+// credential management) belong to the channel that started them: another
+// application on the same device must not take the next signed assertion
+// of someone else's sign-in, nor read the rest of an enumeration opened
+// with someone else's PIN token.
+func channelOf(ctx context.Context) uint32 {
+	cid, _ := ctaphid.ChannelID(ctx)
+	return cid
+}
+
+func (a *Authenticator) respond(cmd byte, body []byte, err error) []byte {
+	if err == nil {
+		return append([]byte{byte(StatusOK)}, body...)
+	}
+	var st Status
+	if !errors.As(err, &st) {
+		// Internal failure (TPM, store): the client learns only that it
+		// failed; the log has the cause, which never includes secrets.
+		a.log.Error("command failed", "command", cmd, "err", err)
+		st = ErrOther
+	} else {
+		a.log.Debug("command refused", "command", cmd, "status", st.Error())
+	}
+	return []byte{byte(st)}
+}
+
+// userPresence asks the prompter and maps the outcome onto CTAP statuses
+// (CTAP 2.1 §6.1.2 step 14), keeping KEEPALIVE at UPNEEDED meanwhile.
+func (a *Authenticator) userPresence(ctx context.Context, req prompt.Request) error {
+	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
+	defer ctaphid.SetStatus(ctx, ctaphid.StatusProcessing)
+	pctx, cancel := context.WithTimeout(ctx, prompt.Timeout)
+	defer cancel()
+	err := a.prompter.Confirm(pctx, req)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ErrKeepaliveCancel
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, prompt.ErrTimeout):
+		return ErrUserActionTimeout
+	default:
+		return ErrOperationDenied
+	}
+}

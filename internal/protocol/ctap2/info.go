@@ -1,0 +1,150 @@
+package ctap2
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+)
+
+// Limits advertised in getInfo.
+const (
+	// MaxMsgSize is the largest CTAPHID message (CTAP 2.1 §11.2.4).
+	MaxMsgSize = 7609
+	// maxCredentialCountInList keeps a full allowList of our own IDs well
+	// inside MaxMsgSize.
+	maxCredentialCountInList = 16
+	// FirmwareVersion is reported in getInfo (0x0E).
+	FirmwareVersion = 1
+)
+
+// maxCredentialIDLength is the length of the longest credential ID this
+// authenticator issues: the overhead plus the largest TPM key blob of the
+// algorithms in use.
+func maxCredentialIDLength(algs []tpm.Algorithm) int {
+	n := 0
+	for _, alg := range algs {
+		// ES256 blobs are ~220 bytes; RSA-2048 blobs ~600 (256-byte
+		// modulus + ~330-byte private). Bounds with margin.
+		l := credIDOverhead + 256
+		if alg == tpm.RS256 {
+			l = credIDOverhead + 720
+		}
+		n = max(n, l)
+	}
+	return n
+}
+
+// getInfo is authenticatorGetInfo (CTAP 2.1 §6.4). Every option reported
+// is one that works.
+func (a *Authenticator) getInfo() ([]byte, error) {
+	algs := make([]algorithmOut, 0, len(a.algorithm))
+	for _, alg := range a.algorithm {
+		algs = append(algs, algorithmOut{Alg: int64(alg), Type: credentialTypePublicKey})
+	}
+	versions := []string{"FIDO_2_0", "FIDO_2_1"}
+	if !a.cfg.AlwaysUV {
+		versions = append(versions, "U2F_V2") // U2F cannot carry UV: off under alwaysUv
+	}
+	options := map[string]bool{
+		"rk":               true,
+		"up":               true,
+		"plat":             false,
+		"clientPin":        a.pinSet(),
+		"pinUvAuthToken":   true,
+		"alwaysUv":         a.cfg.AlwaysUV,
+		"setMinPINLength":  true,
+		"makeCredUvNotRqd": !a.cfg.AlwaysUV,
+		"authnrCfg":        true,
+		"credMgmt":         true,
+		// The CTAP 2.1-PRE name, for platforms that only know 0x41.
+		"credentialMgmtPreview": true,
+		"largeBlobs":            true,
+	}
+	info := GetInfoResponse{
+		Versions:                         versions,
+		Extensions:                       supportedExtensions,
+		MaxCredBlobLength:                maxCredBlobLength,
+		MaxSerializedLargeBlobArray:      maxSerializedLargeBlobArray,
+		AAGUID:                           AAGUID[:],
+		Options:                          options,
+		PinUvAuthProtocols:               []int{2, 1},
+		ForcePINChange:                   a.cfg.ForcePINChange,
+		MinPINLength:                     a.cfg.MinPINLength,
+		MaxRPIDsForSetMinPINLength:       maxMinPINLengthRPIDs,
+		MaxMsgSize:                       MaxMsgSize,
+		MaxCredentialCountInList:         maxCredentialCountInList,
+		MaxCredentialIDLength:            maxCredentialIDLength(a.algorithm),
+		Transports:                       []string{"usb"},
+		Algorithms:                       algs,
+		FirmwareVersion:                  FirmwareVersion,
+		RemainingDiscoverableCredentials: max(0, a.capacity-a.store.CountCredentials()),
+	}
+	if a.builtInUV() {
+		// Built-in UV is the device PIN typed into the prompt.
+		options["uv"] = a.pinSet()
+		info.PreferredPlatformUvAttempts = 1
+		info.UVModality = uvModalityPasscodeInternal
+	}
+	return marshal(info)
+}
+
+// uvModalityPasscodeInternal is USER_VERIFY_PASSCODE_INTERNAL (FIDO
+// Registry §3.1).
+const uvModalityPasscodeInternal = 0x00000004
+
+// reset is authenticatorReset (CTAP 2.1 §6.6): only within 10 s of
+// power-up and with user presence; it wipes every credential and device
+// secret, so credential IDs issued before no longer open.
+func (a *Authenticator) reset(ctx context.Context) error {
+	if a.now().Sub(a.powerUp) > resetWindow {
+		return ErrNotAllowed
+	}
+	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
+		return err
+	}
+	return a.wipe()
+}
+
+// wipe deletes every credential and device secret and starts a new
+// identity: credential IDs issued before no longer open.
+func (a *Authenticator) wipe() error {
+	kept := map[string][]byte{}
+	if a.attester != nil {
+		for _, name := range a.attester.StoredValues() {
+			v, err := a.store.Get(name)
+			if err != nil {
+				return fmt.Errorf("reset: keep %s: %w", name, err)
+			}
+			kept[name] = v
+		}
+	}
+	if err := a.store.Wipe(); err != nil {
+		return fmt.Errorf("reset: wipe store: %w", err)
+	}
+	for name, v := range kept {
+		if err := a.store.Put(name, v); err != nil {
+			return fmt.Errorf("reset: restore %s: %w", name, err)
+		}
+	}
+	s, err := loadDeviceSecrets(a.tpm, a.store, a.now())
+	if err != nil {
+		return fmt.Errorf("reset: new device secrets: %w", err)
+	}
+	a.secrets = s
+	if err := a.loadConfig(); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	if err := a.loadPINState(); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	a.presence.clear()
+	a.log.Warn("authenticator reset: every credential deleted")
+	return nil
+}
+
+// selection is authenticatorSelection (CTAP 2.1 §6.9).
+func (a *Authenticator) selection(ctx context.Context) error {
+	return a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect})
+}
