@@ -8,6 +8,9 @@
 // ("INQUIRE") lines, ended by "OK" or "ERR code text". Lines are at most
 // 1000 bytes; in parameters and data, "%", CR and LF (here: every control
 // byte) are percent-escaped.
+//
+// Layer: daemon. A client of an external program only: it knows nothing of
+// CTAP, the TPM or the store.
 package pinentry
 
 import (

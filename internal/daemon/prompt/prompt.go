@@ -4,6 +4,10 @@
 // Backends (approve-all for tests; a session agent and pinentry come with
 // the PIN work) all implement Prompter; the authenticator only sees that
 // interface.
+//
+// Layer: daemon. The Prompter interface is the seam the protocol sees;
+// the backends (session agent, pinentry, terminal) live here and never
+// reach into the authenticator or the hardware.
 package prompt
 
 import (

@@ -19,6 +19,10 @@
 // RP IDs, user data nor credential IDs in clear. seq is the cred bucket's
 // bbolt sequence, so a reverse prefix scan of rp lists an RP's credentials
 // newest first. There is no in-memory cache: records are decrypted on read.
+//
+// Layer: hardware (durable storage). It stores what it is given and never
+// interprets CTAP; the Unlock key comes from the caller (the authenticator
+// unseals it with the TPM), so the package itself holds no TPM handle.
 package keystore
 
 import (

@@ -11,6 +11,9 @@
 // Whoever can write /dev/uhid can create any HID device, a keyboard
 // included, so access to it belongs to the daemon's own user or group, never
 // to the logged-in user.
+//
+// Layer: hardware. It moves reports and knows nothing of CTAPHID beyond the
+// ctaphid.Device interface it implements, nor of CTAP, the TPM or the store.
 package uhid
 
 import (

@@ -18,6 +18,9 @@
 // protocol it supports: here NewProtocolOne, NewProtocolTwo (each generates a
 // key agreement key, regenerate()) and NewToken (resetPinUvAuthToken()).
 // The key agreement key and the token live in memory only.
+//
+// Layer: protocol. Pure cryptography and token state: no TPM, no store, no
+// CBOR; the retry counters and the PIN object belong to ctap2's clientPIN.
 package pinuv
 
 import (

@@ -2,6 +2,9 @@
 // Message Formats v1.2) carried in ISO 7816-4 APDUs over CTAPHID_MSG.
 // It parses and encodes messages; the keys and the user belong to a
 // Backend.
+//
+// Layer: protocol. It imports nothing of the daemon or the hardware; the
+// keys are the Backend's (internal/protocol/ctap2 implements it on the TPM).
 package u2f
 
 import (
