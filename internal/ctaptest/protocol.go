@@ -86,6 +86,10 @@ func KDF(version int, z []byte) []byte {
 	return append(hkdf32(salt, z, "CTAP2 HMAC key"), hkdf32(salt, z, "CTAP2 AES key")...)
 }
 
+// Secret is the shared secret as the platform holds it: 32 bytes for
+// protocol one, HMAC key || AES key (64 bytes) for protocol two.
+func (s *Session) Secret() []byte { return s.secret }
+
 // HMACKey is the key of authenticate with the shared secret (the whole
 // secret for one, its first 32 bytes for two).
 func (s *Session) HMACKey() []byte { return s.secret[:32] }
