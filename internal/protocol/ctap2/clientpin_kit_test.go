@@ -5,6 +5,7 @@ package ctap2
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -372,5 +373,35 @@ func TestKitUVToken(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(field[map[string]bool](t, getInfo(t, e), 4)), "uv:true") {
 		t.Error("getInfo: uv option not true with built-in UV and a PIN")
+	}
+}
+
+// failingUV is built-in UV whose PIN entry fails with err.
+type failingUV struct {
+	testPrompter
+	err error
+}
+
+func (p *failingUV) EnterPIN(context.Context, prompt.Request, int) (string, error) { return "", p.err }
+
+// TestKitUVPromptOutcomes (§6.5.5.7.3): a refused PIN prompt is
+// OPERATION_DENIED, a timed-out one USER_ACTION_TIMEOUT; neither spends a
+// retry.
+func TestKitUVPromptOutcomes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want Status
+	}{
+		{errors.New("refused"), ErrOperationDenied},
+		{prompt.ErrTimeout, ErrUserActionTimeout},
+	} {
+		p := &failingUV{err: tc.err}
+		_, c := kitEnvPrompt(t, 2, p)
+		if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+			t.Fatal(Status(st))
+		}
+		_, st := c.UVTokenWithPermissions(t, byte(pinuv.PermGetAssertion), "")
+		wantStatus(t, tc.err.Error(), st, tc.want)
+		wantRetries(t, c, maxPINRetries, false)
 	}
 }
