@@ -6,8 +6,6 @@ package ctap2
 import (
 	"testing"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
@@ -17,19 +15,7 @@ import (
 // 32×0xff || 0x0d || sub || params (§6.11.1).
 func cfgCall(t *testing.T, e *testEnv, c *ctaptest.Client, tok []byte, sub byte, params map[int]any) Status {
 	t.Helper()
-	req := map[int]any{1: sub}
-	var raw []byte
-	if params != nil {
-		var err error
-		if raw, err = encMode.Marshal(params); err != nil {
-			t.Fatal(err)
-		}
-		req[2] = cbor.RawMessage(raw)
-	}
-	if tok != nil {
-		req[3], req[4] = c.Version, c.Param(tok, ctaptest.ConfigMessage(sub, raw))
-	}
-	resp := c.Raw(t, CmdConfig, req)
+	resp := c.Raw(t, CmdConfig, subcommandRequest(t, c, tok, sub, params, ctaptest.ConfigMessage))
 	if len(resp) != 1 {
 		t.Fatalf("authenticatorConfig: a %d-byte response, want the status alone", len(resp))
 	}

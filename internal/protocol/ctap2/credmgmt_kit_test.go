@@ -13,9 +13,12 @@ import (
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
-// cmCall sends credential-management subcommand sub with params (nil:
-// none), authorised by tok (nil: no pinUvAuthParam).
-func cmCall(t *testing.T, e *testEnv, c *ctaptest.Client, tok []byte, sub byte, params map[int]any) (Status, map[int]cbor.RawMessage) {
+// subcommandRequest is the request map of a command with subcommands
+// (credential management §6.8, authenticatorConfig §6.11): subCommand
+// (1), subCommandParams (2, canonical CBOR; nil: none) and, when tok is
+// not nil, pinUvAuthProtocol (3) and pinUvAuthParam (4) over msg(sub,
+// subCommandParams).
+func subcommandRequest(t *testing.T, c *ctaptest.Client, tok []byte, sub byte, params map[int]any, msg func(byte, []byte) []byte) map[int]any {
 	t.Helper()
 	req := map[int]any{1: sub}
 	var raw []byte
@@ -27,9 +30,16 @@ func cmCall(t *testing.T, e *testEnv, c *ctaptest.Client, tok []byte, sub byte, 
 		req[2] = cbor.RawMessage(raw)
 	}
 	if tok != nil {
-		req[3], req[4] = c.Version, c.Param(tok, ctaptest.CredMgmtMessage(sub, raw))
+		req[3], req[4] = c.Version, c.Param(tok, msg(sub, raw))
 	}
-	return e.call(t, CmdCredentialManagement, req)
+	return req
+}
+
+// cmCall sends credential-management subcommand sub with params (nil:
+// none), authorised by tok (nil: no pinUvAuthParam).
+func cmCall(t *testing.T, e *testEnv, c *ctaptest.Client, tok []byte, sub byte, params map[int]any) (Status, map[int]cbor.RawMessage) {
+	t.Helper()
+	return e.call(t, CmdCredentialManagement, subcommandRequest(t, c, tok, sub, params, ctaptest.CredMgmtMessage))
 }
 
 // TestKitCredMgmt walks credential management: metadata (§6.8.2), the RP
