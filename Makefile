@@ -32,6 +32,12 @@ lint:
 fuzz:
 	@test/fuzz.sh $(FUZZTIME)
 
+# cover: ctap2's Go coverage, total and per handler function (test/cover.sh);
+# go test flags such as a build tag come from GOTESTFLAGS.
+.PHONY: cover
+cover:
+	@GOTESTFLAGS='$(GOTESTFLAGS)' test/cover.sh
+
 demo: deps
 	@test/demo/demo.sh
 

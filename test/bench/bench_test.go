@@ -25,6 +25,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
@@ -34,10 +35,10 @@ import (
 )
 
 type rig struct {
-	tpm    *tpm.TPM
-	store  *keystore.Store
-	auth   *ctap2.Authenticator
-	client *client
+	tpm   *tpm.TPM
+	store *keystore.Store
+	auth  *ctap2.Authenticator
+	kit   *ctaptest.Client // the platform, on a CTAPHID channel
 }
 
 func newRig(b *testing.B) *rig { return newRigAttesting(b, ctap2.AttestationSelf) }
@@ -73,39 +74,25 @@ func newRigAttesting(b *testing.B, mode ctap2.AttestationMode) *rig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := newPipe()
+	p := ctaptest.NewPipe()
 	srv := ctaphid.NewServer(a, ctaphid.Config{Capabilities: ctaphid.CapCBOR | ctaphid.CapWink, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Serve(ctx, p)
-	b.Cleanup(func() { cancel(); close(p.toDevice) })
-	c, err := dial(p)
+	b.Cleanup(func() { cancel(); p.Close() })
+	c, err := ctaptest.OpenHID(p)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &rig{tpm: t, store: st, auth: a, client: c}
+	return &rig{tpm: t, store: st, auth: a, kit: ctaptest.NewClient(c, 2)}
 }
 
 func (r *rig) cbor(b *testing.B, cmd byte, params any) map[int]cbor.RawMessage {
 	b.Helper()
-	enc, err := cbor.Marshal(params)
-	if err != nil {
-		b.Fatal(err)
+	st, m := r.kit.Call(b, cmd, params)
+	if st != ctaptest.StatusOK {
+		b.Fatalf("command 0x%02x: %v", cmd, st)
 	}
-	resp, err := r.client.transact(ctaphid.CmdCBOR, append([]byte{cmd}, enc...))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if resp[0] != 0 {
-		b.Fatalf("command 0x%02x: status 0x%02x", cmd, resp[0])
-	}
-	var m map[int]cbor.RawMessage
-	if len(resp) == 1 {
-		return m // a command with an empty response (setPIN)
-	}
-	if err := cbor.Unmarshal(resp[1:], &m); err != nil {
-		b.Fatal(err)
-	}
-	return m
+	return m // nil for a command with an empty response (setPIN)
 }
 
 func mcParams(rk bool) map[int]any {
@@ -230,9 +217,12 @@ func BenchmarkGetAssertionUV(b *testing.B) {
 	credID := authData[55 : 55+(int(authData[53])<<8|int(authData[54]))]
 	const pin = "271828"
 	setPINAndToken(b, r, pin, 0x02)
-	p := newPlatform(b, r)
+	p, st := r.kit.KeyAgreement(b)
+	if st != ctaptest.StatusOK {
+		b.Fatalf("getKeyAgreement: %v", st)
+	}
 	ph := sha256.Sum256([]byte(pin))
-	tokenReq := map[int]any{1: 2, 2: 9, 3: p.key, 6: p.encrypt(ph[:16]), 9: 0x02}
+	tokenReq := map[int]any{1: 2, 2: 9, 3: p.PublicKey, 6: p.MustEncrypt(b, ph[:16]), 9: 0x02}
 
 	blob, _, err := r.tpm.CreateKey(tpm.ES256)
 	if err != nil {
@@ -256,7 +246,7 @@ func BenchmarkGetAssertionUV(b *testing.B) {
 			m := r.cbor(b, ctap2.CmdClientPIN, tokenReq)
 			var tokenEnc []byte
 			cbor.Unmarshal(m[2], &tokenEnc)
-			token := p.decrypt(tokenEnc)
+			token := p.MustDecrypt(b, tokenEnc)
 			ga := map[int]any{1: "example.com", 2: h[:], 3: []any{map[string]any{"type": "public-key", "id": credID}},
 				6: authenticate(token, h[:]), 7: 2}
 			m = r.cbor(b, ctap2.CmdGetAssertion, ga)
@@ -279,9 +269,7 @@ func BenchmarkGetAssertionHMACSecret(b *testing.B) {
 	var authData []byte
 	cbor.Unmarshal(m[2], &authData)
 	credID := authData[55 : 55+(int(authData[53])<<8|int(authData[54]))]
-	p := newPlatform(b, r)
-	saltEnc := p.encrypt(make([]byte, 32))
-	ext := map[string]any{"hmac-secret": map[int]any{1: p.key, 2: saltEnc, 3: authenticate(p.hmacKey, saltEnc), 4: 2}}
+	ext := map[string]any{"hmac-secret": r.kit.HMACSecretInput(b, make([]byte, 32)).Input}
 
 	blob, _, err := r.tpm.CreateKey(tpm.ES256)
 	if err != nil {

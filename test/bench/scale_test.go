@@ -115,15 +115,3 @@ func BenchmarkScale10k(b *testing.B) {
 	b.ReportMetric(float64(list[len(list)/2].Microseconds())/1000, "list-ms")
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MB")
 }
-
-// setPINAndTokenAgain gets a new token for an already set PIN.
-func setPINAndTokenAgain(b *testing.B, r *rig, pin string, permissions int) []byte {
-	p := newPlatform(b, r)
-	h := sha256.Sum256([]byte(pin))
-	m := r.cbor(b, ctap2.CmdClientPIN, map[int]any{1: 2, 2: 9, 3: p.key, 6: p.encrypt(h[:16]), 9: permissions})
-	var tokenEnc []byte
-	if err := cbor.Unmarshal(m[2], &tokenEnc); err != nil {
-		b.Fatal(err)
-	}
-	return p.decrypt(tokenEnc)
-}

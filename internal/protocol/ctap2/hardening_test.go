@@ -3,48 +3,24 @@ package ctap2
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
-	"io"
 	"testing"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
 // hmacSecretIn builds a valid hmac-secret input (CTAP 2.1 §12.5) over PIN
-// protocol two, as a platform would: key agreement with the
-// authenticator, the salt encrypted and authenticated.
+// protocol two, as a platform would (internal/ctaptest): key agreement
+// with the authenticator, the salt encrypted and authenticated.
 func hmacSecretIn(t *testing.T, a *Authenticator, salt []byte) map[int]any {
 	t.Helper()
-	resp := rawCall(t, a, CmdClientPIN, map[int]any{1: 2, 2: pinGetKeyAgreement})
-	if Status(resp[0]) != StatusOK {
-		t.Fatalf("getKeyAgreement: %v", Status(resp[0]))
-	}
-	var ka struct {
-		Key pinuv.COSEKey `cbor:"1,keyasint"`
-	}
-	if err := cbor.Unmarshal(resp[1:], &ka); err != nil {
-		t.Fatal(err)
-	}
-	platform, err := pinuv.NewProtocolTwo()
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := platform.Decapsulate(ka.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, err := platform.Encrypt(secret, salt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return map[int]any{1: platform.PublicKey(), 2: enc, 3: platform.Authenticate(secret.HMACKey(), enc), 4: 2}
+	return ctaptest.NewClient(a, 2).HMACSecretInput(t, salt).Input
 }
 
 // TestSilentAssertionReleasesNoSecret: with up=false, hmac-secret is
@@ -290,116 +266,36 @@ func TestEmptyUserID(t *testing.T) {
 	check(openEnv(t, dir))
 }
 
-// pipeDevice is a ctaphid.Device fed by a test.
-type pipeDevice struct {
-	in, out chan []byte
-}
-
-func (d *pipeDevice) ReadReport() ([]byte, error) {
-	r, ok := <-d.in
-	if !ok {
-		return nil, io.EOF
-	}
-	return r, nil
-}
-
-func (d *pipeDevice) WriteReport(r []byte) error {
-	d.out <- append([]byte(nil), r...)
-	return nil
-}
-
-// hidChannel is one application's CTAPHID channel on a pipeDevice.
+// hidChannel is one application's CTAPHID channel on an in-memory device
+// (internal/ctaptest).
 type hidChannel struct {
-	d   *pipeDevice
-	cid uint32
+	c *ctaptest.HIDChannel
 }
 
-func (c *hidChannel) send(cmd byte, data []byte) {
-	pkt := make([]byte, ctaphid.ReportSize)
-	binary.BigEndian.PutUint32(pkt, c.cid)
-	pkt[4] = cmd
-	binary.BigEndian.PutUint16(pkt[5:], uint16(len(data)))
-	n := copy(pkt[7:], data)
-	c.d.in <- pkt
-	for seq := byte(0); n < len(data); seq++ {
-		pkt = make([]byte, ctaphid.ReportSize)
-		binary.BigEndian.PutUint32(pkt, c.cid)
-		pkt[4] = seq
-		n += copy(pkt[5:], data[n:])
-		c.d.in <- pkt
-	}
-}
-
-// transact sends one message and returns the reassembled response,
-// skipping keepalives. Responses for other channels fail the test: the
-// tests here run one transaction at a time.
-func (c *hidChannel) transact(t *testing.T, cmd byte, data []byte) []byte {
-	t.Helper()
-	c.send(cmd, data)
-	var resp []byte
-	want := -1
-	timeout := time.After(10 * time.Second)
-	for {
-		var r []byte
-		select {
-		case r = <-c.d.out:
-		case <-timeout:
-			t.Fatal("no CTAPHID response")
-		}
-		if binary.BigEndian.Uint32(r) != c.cid {
-			t.Fatalf("response on channel %08x, want %08x", binary.BigEndian.Uint32(r), c.cid)
-		}
-		if want < 0 {
-			if r[4] == ctaphid.CmdKeepalive {
-				continue
-			}
-			if r[4] != cmd {
-				t.Fatalf("response command %02x (%x), want %02x", r[4], r[5:8], cmd)
-			}
-			want = int(binary.BigEndian.Uint16(r[5:]))
-			resp = append(resp, r[7:]...)
-		} else {
-			resp = append(resp, r[5:]...)
-		}
-		if len(resp) >= want {
-			return resp[:want]
-		}
-	}
-}
-
+// cbor sends one CTAPHID_CBOR request and returns the response, status
+// byte first.
 func (c *hidChannel) cbor(t *testing.T, ctapCmd byte, params any) []byte {
 	t.Helper()
-	req := []byte{ctapCmd}
-	if params != nil {
-		b, err := cbor.Marshal(params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req = append(req, b...)
-	}
-	return c.transact(t, ctaphid.CmdCBOR, req)
+	return ctaptest.NewClient(c.c, 2).Raw(t, ctapCmd, params)
 }
 
 // serveHID runs a real CTAPHID server for a in front of a pipe device and
 // opens n channels on it.
 func serveHID(t *testing.T, a *Authenticator, n int) []*hidChannel {
 	t.Helper()
-	d := &pipeDevice{in: make(chan []byte, 64), out: make(chan []byte, 64)}
+	p := ctaptest.NewPipe()
 	srv := ctaphid.NewServer(a, ctaphid.Config{Capabilities: ctaphid.CapCBOR})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { srv.Serve(ctx, d); close(done) }()
-	t.Cleanup(func() { cancel(); close(d.in); <-done })
+	go func() { srv.Serve(ctx, p); close(done) }()
+	t.Cleanup(func() { cancel(); p.Close(); <-done })
 	var chans []*hidChannel
 	for range n {
-		b := &hidChannel{d: d, cid: ctaphid.BroadcastCID}
-		nonce := make([]byte, 8)
-		rand.Read(nonce)
-		resp := b.transact(t, ctaphid.CmdInit, nonce)
-		if len(resp) < 17 || !bytes.Equal(resp[:8], nonce) {
-			t.Fatalf("INIT response %x", resp)
+		c, err := ctaptest.OpenHID(p)
+		if err != nil {
+			t.Fatal(err)
 		}
-		chans = append(chans, &hidChannel{d: d, cid: binary.BigEndian.Uint32(resp[8:12])})
+		chans = append(chans, &hidChannel{c})
 	}
 	return chans
 }

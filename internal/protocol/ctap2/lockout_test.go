@@ -2,7 +2,6 @@ package ctap2
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
@@ -98,71 +98,25 @@ func newLockoutEnv(t *testing.T, pin string, pr prompt.Prompter) (*testEnv, *loc
 	return e, f
 }
 
-// platformPIN is the platform side of one clientPIN exchange over PIN/UV
-// auth protocol two.
-type platformPIN struct {
-	p pinuv.Protocol
-	s pinuv.SharedSecret
-}
-
-func newPlatformPIN(t *testing.T, a *Authenticator) platformPIN {
-	t.Helper()
-	resp := rawCall(t, a, CmdClientPIN, map[int]any{1: 2, 2: pinGetKeyAgreement})
-	if Status(resp[0]) != StatusOK {
-		t.Fatalf("getKeyAgreement: %v", Status(resp[0]))
-	}
-	var ka struct {
-		Key pinuv.COSEKey `cbor:"1,keyasint"`
-	}
-	if err := cbor.Unmarshal(resp[1:], &ka); err != nil {
-		t.Fatal(err)
-	}
-	p, err := pinuv.NewProtocolTwo()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := p.Decapsulate(ka.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return platformPIN{p, s}
-}
-
-func (pp platformPIN) encrypt(t *testing.T, b []byte) []byte {
-	t.Helper()
-	c, err := pp.p.Encrypt(pp.s, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (pp platformPIN) pinHashEnc(t *testing.T, pin string) []byte {
-	h := sha256.Sum256([]byte(pin))
-	return pp.encrypt(t, h[:16])
-}
-
-// pinCheck sends one clientPIN subcommand that checks pin: getPinToken
+// pinCheck sends one clientPIN subcommand that checks pin, as a platform
+// does (internal/ctaptest, PIN/UV auth protocol two): getPinToken
 // (§6.5.5.7.1), getPinUvAuthTokenUsingPinWithPermissions (§6.5.5.7.2) or
-// changePIN to newPIN (§6.5.5.6). It returns the status byte.
+// changePIN to "97531" (§6.5.5.6). It returns the status byte.
 func pinCheck(t *testing.T, a *Authenticator, sub int, pin string) Status {
 	t.Helper()
-	pp := newPlatformPIN(t, a)
-	params := map[int]any{1: 2, 2: sub, 3: pp.p.PublicKey(), 6: pp.pinHashEnc(t, pin)}
+	c := ctaptest.NewClient(a, 2)
+	var st ctaptest.Status
 	switch sub {
 	case pinGetPinToken:
+		_, st = c.PinToken(t, pin)
 	case pinGetPinUvAuthTokenUsingPinWithPermissions:
-		params[9] = int(pinuv.PermMakeCredential | pinuv.PermGetAssertion)
+		_, st = c.PinTokenWithPermissions(t, pin, byte(pinuv.PermMakeCredential|pinuv.PermGetAssertion), "")
 	case pinChangePIN:
-		padded := make([]byte, paddedPINLen)
-		copy(padded, "97531")
-		newPinEnc := pp.encrypt(t, padded)
-		params[5] = newPinEnc
-		params[4] = pp.p.Authenticate(pp.s.HMACKey(), append(append([]byte{}, newPinEnc...), params[6].([]byte)...))
+		st = c.ChangePIN(t, pin, "97531")
 	default:
 		t.Fatalf("subcommand %d checks no PIN", sub)
 	}
-	return Status(rawCall(t, a, CmdClientPIN, params)[0])
+	return Status(st)
 }
 
 // pinRetries is getPINRetries (§6.5.5.2) and the durable counter.
@@ -329,9 +283,8 @@ func TestTPMLockoutBuiltInUV(t *testing.T) {
 	p := &uvPrompter{pin: pin}
 	e, f := newLockoutEnv(t, pin, p)
 	uv := func() Status {
-		pp := newPlatformPIN(t, e.a)
-		return Status(rawCall(t, e.a, CmdClientPIN, map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingUvWithPermissions,
-			3: pp.p.PublicKey(), 9: int(pinuv.PermGetAssertion), 10: "example.com"})[0])
+		_, st := ctaptest.NewClient(e.a, 2).UVTokenWithPermissions(t, byte(pinuv.PermGetAssertion), "example.com")
+		return Status(st)
 	}
 
 	f.set(daLocked, nil, true)

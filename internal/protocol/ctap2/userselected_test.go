@@ -8,6 +8,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
@@ -155,40 +156,12 @@ func TestUserSelectedApproveAll(t *testing.T) {
 }
 
 // uvToken runs getPinUvAuthTokenUsingUvWithPermissions (protocol two) as a
-// platform would and returns the token.
+// platform would (internal/ctaptest) and returns the token.
 func uvToken(t *testing.T, a *Authenticator, perms pinuv.Permission, rpID string) []byte {
 	t.Helper()
-	resp := rawCall(t, a, CmdClientPIN, map[int]any{1: 2, 2: pinGetKeyAgreement})
-	if Status(resp[0]) != StatusOK {
-		t.Fatalf("getKeyAgreement: %v", Status(resp[0]))
-	}
-	var ka struct {
-		Key pinuv.COSEKey `cbor:"1,keyasint"`
-	}
-	if err := cbor.Unmarshal(resp[1:], &ka); err != nil {
-		t.Fatal(err)
-	}
-	platform, err := pinuv.NewProtocolTwo()
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := platform.Decapsulate(ka.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp = rawCall(t, a, CmdClientPIN, map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingUvWithPermissions, 3: platform.PublicKey(), 9: int(perms), 10: rpID})
-	if Status(resp[0]) != StatusOK {
-		t.Fatalf("getPinUvAuthTokenUsingUvWithPermissions: %v", Status(resp[0]))
-	}
-	var tr struct {
-		Token []byte `cbor:"2,keyasint"`
-	}
-	if err := cbor.Unmarshal(resp[1:], &tr); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := platform.Decrypt(secret, tr.Token)
-	if err != nil {
-		t.Fatal(err)
+	tok, st := ctaptest.NewClient(a, 2).UVTokenWithPermissions(t, byte(perms), rpID)
+	if st != ctaptest.StatusOK {
+		t.Fatalf("getPinUvAuthTokenUsingUvWithPermissions: %v", Status(st))
 	}
 	return tok
 }
