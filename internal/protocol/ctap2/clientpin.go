@@ -173,7 +173,7 @@ func (a *Authenticator) setRetries(n int) error {
 }
 
 // clientPIN is authenticatorClientPIN (CTAP 2.1 §6.5).
-func (a *Authenticator) clientPIN(ctx context.Context, params []byte) ([]byte, error) {
+func (a *Authenticator) clientPIN(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
 	var req ClientPINRequest
 	if err := decodeParams(params, &req); err != nil {
 		return nil, err
@@ -208,7 +208,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, params []byte) ([]byte, e
 	case pinGetPinToken, pinGetPinUvAuthTokenUsingPinWithPermissions:
 		resp, err = a.getPinToken(&req, *req.SubCommand == pinGetPinUvAuthTokenUsingPinWithPermissions)
 	case pinGetPinUvAuthTokenUsingUvWithPermissions:
-		resp, err = a.getPinUvAuthTokenUsingUv(ctx, &req)
+		resp, err = a.getPinUvAuthTokenUsingUv(ctx, tx, &req)
 	default:
 		return nil, ErrInvalidSubcommand
 	}
@@ -560,7 +560,7 @@ func (a *Authenticator) builtInUV() bool {
 
 // verifyUser runs built-in UV: the prompt asks for the device PIN, the
 // TPM checks it like clientPIN, with the same counters.
-func (a *Authenticator) verifyUser(ctx context.Context, req prompt.Request) error {
+func (a *Authenticator) verifyUser(ctx context.Context, tx ctaphid.Transaction, req prompt.Request) error {
 	pe, ok := a.prompter.(prompt.PINEntry)
 	if !ok || !a.pinSet() {
 		return ErrNotAllowed
@@ -578,8 +578,8 @@ func (a *Authenticator) verifyUser(ctx context.Context, req prompt.Request) erro
 	if st, known := a.daStatus(); known && st.Locked() {
 		req.Notice = lockoutText(st, known, a.now())
 	}
-	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
-	defer ctaphid.SetStatus(ctx, ctaphid.StatusProcessing)
+	tx.SetStatus(ctaphid.StatusUPNeeded)
+	defer tx.SetStatus(ctaphid.StatusProcessing)
 	pctx, cancel := context.WithTimeout(ctx, prompt.Timeout)
 	defer cancel()
 	pin, err := pe.EnterPIN(pctx, req, a.pin.retries)
@@ -603,7 +603,7 @@ func (a *Authenticator) verifyUser(ctx context.Context, req prompt.Request) erro
 }
 
 // getPinUvAuthTokenUsingUv is §6.5.5.7.3: the token after built-in UV.
-func (a *Authenticator) getPinUvAuthTokenUsingUv(ctx context.Context, req *ClientPINRequest) (*ClientPINResponse, error) {
+func (a *Authenticator) getPinUvAuthTokenUsingUv(ctx context.Context, tx ctaphid.Transaction, req *ClientPINRequest) (*ClientPINResponse, error) {
 	if req.KeyAgreement == nil || req.Permissions == nil {
 		return nil, ErrMissingParameter
 	}
@@ -638,7 +638,7 @@ func (a *Authenticator) getPinUvAuthTokenUsingUv(ctx context.Context, req *Clien
 	if account != nil {
 		pr.UserName = account.UserName
 	}
-	if err := a.verifyUser(ctx, pr); err != nil {
+	if err := a.verifyUser(ctx, tx, pr); err != nil {
 		return nil, err
 	}
 	// Typing the PIN into the prompt is also presence.

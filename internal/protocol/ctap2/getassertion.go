@@ -11,6 +11,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -78,7 +79,7 @@ func (a *Authenticator) soleAccount(rpID string) *keystore.Credential {
 }
 
 // getAssertion is authenticatorGetAssertion (CTAP 2.1 §6.2.2).
-func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte, error) {
+func (a *Authenticator) getAssertion(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
 	var req GetAssertionRequest
 	if err := decodeParams(params, &req); err != nil {
 		return nil, err
@@ -133,7 +134,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 	if len(stored) == 1 {
 		uvPrompt.UserName = stored[0].UserName
 	}
-	auth, err := a.authorize(ctx, authRequest{
+	auth, err := a.authorize(ctx, tx, authRequest{
 		rpID:              rpID,
 		clientDataHash:    req.ClientDataHash,
 		pinUvAuthParam:    req.PinUvAuthParam,
@@ -191,7 +192,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 		if len(creds) == 1 && creds[0].stored != nil {
 			name = creds[0].stored.UserName
 		}
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpSignIn, RPID: rpID, UserName: name}); err != nil {
+		if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSignIn, RPID: rpID, UserName: name}); err != nil {
 			return nil, err
 		}
 		flags |= flagUP
@@ -221,7 +222,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte
 				uv:             uv,
 				exts:           exts,
 				expires:        a.now().Add(nextAssertionTimeout),
-				channel:        channelOf(ctx),
+				channel:        tx.Channel(),
 			}
 		}
 	}

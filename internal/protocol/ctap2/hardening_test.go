@@ -385,7 +385,7 @@ func (c *hidChannel) cbor(t *testing.T, ctapCmd byte, params any) []byte {
 func serveHID(t *testing.T, a *Authenticator, n int) []*hidChannel {
 	t.Helper()
 	d := &pipeDevice{in: make(chan []byte, 64), out: make(chan []byte, 64)}
-	srv := ctaphid.NewServer(a, ctaphid.Config{Capabilities: ctaphid.CapCBOR})
+	srv := ctaphid.NewServer(HIDHandler(a), ctaphid.Config{Capabilities: ctaphid.CapCBOR})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, d); close(done) }()

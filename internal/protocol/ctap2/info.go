@@ -6,6 +6,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 )
 
 // Limits advertised in getInfo.
@@ -97,11 +98,11 @@ const uvModalityPasscodeInternal = 0x00000004
 // reset is authenticatorReset (CTAP 2.1 §6.6): only within 10 s of
 // power-up and with user presence; it wipes every credential and device
 // secret, so credential IDs issued before no longer open.
-func (a *Authenticator) reset(ctx context.Context) error {
+func (a *Authenticator) reset(ctx context.Context, tx ctaphid.Transaction) error {
 	if a.now().Sub(a.powerUp) > resetWindow {
 		return ErrNotAllowed
 	}
-	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
+	if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpReset}); err != nil {
 		return err
 	}
 	return a.wipe()
@@ -145,6 +146,6 @@ func (a *Authenticator) wipe() error {
 }
 
 // selection is authenticatorSelection (CTAP 2.1 §6.9).
-func (a *Authenticator) selection(ctx context.Context) error {
-	return a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect})
+func (a *Authenticator) selection(ctx context.Context, tx ctaphid.Transaction) error {
+	return a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSelect})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -28,7 +29,7 @@ const (
 
 // makeCredential is authenticatorMakeCredential (CTAP 2.1 §6.1.2); the
 // step numbers below are that section's.
-func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]byte, error) {
+func (a *Authenticator) makeCredential(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
 	var req MakeCredentialRequest
 	if err := decodeParams(params, &req); err != nil {
 		return nil, err
@@ -79,7 +80,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 
 	// Steps 1-2, 5-6, 9-11: PIN/UV. makeCredUvNotRqd: a protected
 	// authenticator still makes non-discoverable credentials without UV.
-	auth, err := a.authorize(ctx, authRequest{
+	auth, err := a.authorize(ctx, tx, authRequest{
 		rpID:              rpID,
 		clientDataHash:    req.ClientDataHash,
 		pinUvAuthParam:    req.PinUvAuthParam,
@@ -106,7 +107,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 		}
 		if _, ok := a.findCredential(d.ID, rpIDHash[:], auth.uv); ok {
 			if !auth.up {
-				if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
+				if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
 					return nil, err
 				}
 			}
@@ -152,7 +153,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]by
 	// Step 14: user presence, unless built-in UV or the token already
 	// established it.
 	if !auth.up {
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
+		if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
 			return nil, err
 		}
 	}

@@ -104,7 +104,7 @@ func (a *Authenticator) authorizeManagement(ctx context.Context, op prompt.Opera
 			return a.pinError(err)
 		}
 	}
-	if err := a.userPresence(ctx, prompt.Request{Operation: op}); err != nil {
+	if err := a.userPresence(ctx, inProcess{}, prompt.Request{Operation: op}); err != nil {
 		return fmt.Errorf("%w: nobody confirmed at the prompt (%v)", ErrManagementDenied, err)
 	}
 	return nil
@@ -180,7 +180,7 @@ func (a *Authenticator) Reset(ctx context.Context, pin string) error {
 	defer a.mu.Unlock()
 	if a.pinSet() && a.pin.retries == 0 {
 		pin = "" // a blocked PIN cannot be given; reset is the way out
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
+		if err := a.userPresence(ctx, inProcess{}, prompt.Request{Operation: prompt.OpReset}); err != nil {
 			return fmt.Errorf("%w: nobody confirmed at the prompt (%v)", ErrManagementDenied, err)
 		}
 	} else if err := a.authorizeManagement(ctx, prompt.OpReset, pin); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -31,12 +32,12 @@ type authRequest struct {
 
 // authorize runs the PIN/UV steps shared by makeCredential (CTAP 2.1
 // §6.1.2 steps 1-2, 5-6, 9-11) and getAssertion (§6.2.2 steps 1-2, 5-6).
-func (a *Authenticator) authorize(ctx context.Context, r authRequest) (userAuth, error) {
+func (a *Authenticator) authorize(ctx context.Context, tx ctaphid.Transaction, r authRequest) (userAuth, error) {
 	// Step 1 (§6.1.2, §6.2.2): a zero-length pinUvAuthParam asks "is a
 	// PIN set?" after a touch (platforms use it to pick an
 	// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not.
 	if r.pinUvAuthParam != nil && len(r.pinUvAuthParam) == 0 {
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect, RPID: r.rpID}); err != nil {
+		if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSelect, RPID: r.rpID}); err != nil {
 			if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
 				return userAuth{}, err
 			}
@@ -87,7 +88,7 @@ func (a *Authenticator) authorize(ctx context.Context, r authRequest) (userAuth,
 		return userAuth{up: t.UserPresent(), uv: true, tokenUsed: true}, nil
 	}
 	if uv {
-		if err := a.verifyUser(ctx, r.prompt); err != nil {
+		if err := a.verifyUser(ctx, tx, r.prompt); err != nil {
 			return userAuth{}, err
 		}
 		return userAuth{up: true, uv: true}, nil
