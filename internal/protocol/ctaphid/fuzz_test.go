@@ -69,8 +69,8 @@ func (fuzzHandler) CBOR(ctx context.Context, t Transaction, req []byte) []byte {
 func (fuzzHandler) MSG(_ context.Context, _ Transaction, apdu []byte) []byte {
 	return append(apdu, 0x90, 0x00)
 }
-func (fuzzHandler) Wink()                                     {}
-func (fuzzHandler) PowerCycle()                               {}
+func (fuzzHandler) Wink()       {}
+func (fuzzHandler) PowerCycle() {}
 
 // FuzzServer's input is a compact encoding of a stream of reports, of which
 // only the first maxFuzzInput bytes count. Every input is a whole Serve run,
