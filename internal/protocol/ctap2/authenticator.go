@@ -128,15 +128,13 @@ type Authenticator struct {
 	next      *assertionState // getNextAssertion state, nil when none
 	presence  u2fPresence
 	algorithm []tpm.Algorithm
-	pin       pinState
-	cfg       deviceConfig
-	cm        credMgmtState
-	lbWrite   *largeBlobWrite // a large-blob write in progress
-	// extraPermissions are pinUvAuthToken permissions of optional
-	// commands that are enabled (credential management, large blobs).
-	extraPermissions pinuv.Permission
-	attestation      AttestationMode
-	attester         Attester
+	// pin is the PIN/UV authority: every PIN, token and UV decision is
+	// its (clientpin.go).
+	pin         *clientPIN
+	cm          credMgmtState
+	lbWrite     *largeBlobWrite // a large-blob write in progress
+	attestation AttestationMode
+	attester    Attester
 }
 
 // New provisions (first run) or loads the device secrets and returns a
@@ -171,7 +169,6 @@ func New(cfg Config) (*Authenticator, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	a.extraPermissions = pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite
 	if a.capacity <= 0 {
 		a.capacity = DefaultCapacity
 	}
@@ -191,14 +188,22 @@ func New(cfg Config) (*Authenticator, error) {
 		return nil, err
 	}
 	a.secrets = s
-	if err := a.loadConfig(); err != nil {
-		return nil, err
-	}
-	if err := a.loadPINState(); err != nil {
+	if a.pin, err = newClientPIN(a.clientPINConfig()); err != nil {
 		return nil, err
 	}
 	a.powerUp = a.now()
 	return a, nil
+}
+
+// clientPINConfig wires the device's PIN/UV authority to this
+// authenticator's store, TPM and prompt.
+func (a *Authenticator) clientPINConfig() clientPINConfig {
+	return clientPINConfig{
+		Store: a.store, TPM: a.tpm, Prompt: a.prompter, Log: a.log, Now: a.now,
+		// The optional commands this authenticator has.
+		Permissions: pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite,
+		Values:      devicePINValues,
+	}
 }
 
 // PowerCycle resets everything CTAP ties to power-up: the reset window, the
@@ -212,7 +217,7 @@ func (a *Authenticator) PowerCycle() {
 	a.powerUp = a.now()
 	a.next = nil
 	a.presence.clear()
-	a.powerCyclePIN()
+	a.pin.PowerCycle()
 	a.lbWrite = nil
 	a.log.Info("power cycle")
 }

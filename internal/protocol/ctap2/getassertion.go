@@ -183,7 +183,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, tx ctaphid.Transaction
 	if up && auth.up {
 		flags |= flagUP
 		if auth.tokenUsed {
-			selected = one && bytes.Equal(a.pin.tokenAccount, creds[0].id)
+			selected = one && bytes.Equal(a.pin.TokenAccount(), creds[0].id)
 		} else {
 			selected = one && uvPrompt.UserName != "" && bytes.Equal(stored[0].ID, creds[0].id)
 		}

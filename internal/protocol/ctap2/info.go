@@ -45,18 +45,18 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		algs = append(algs, algorithmOut{Alg: int64(alg), Type: credentialTypePublicKey})
 	}
 	versions := []string{"FIDO_2_0", "FIDO_2_1"}
-	if !a.cfg.AlwaysUV {
+	if !a.pin.AlwaysUV() {
 		versions = append(versions, "U2F_V2") // U2F cannot carry UV: off under alwaysUv
 	}
 	options := map[string]bool{
 		"rk":               true,
 		"up":               true,
 		"plat":             false,
-		"clientPin":        a.pinSet(),
+		"clientPin":        a.pin.IsSet(),
 		"pinUvAuthToken":   true,
-		"alwaysUv":         a.cfg.AlwaysUV,
+		"alwaysUv":         a.pin.AlwaysUV(),
 		"setMinPINLength":  true,
-		"makeCredUvNotRqd": !a.cfg.AlwaysUV,
+		"makeCredUvNotRqd": !a.pin.AlwaysUV(),
 		"authnrCfg":        true,
 		"credMgmt":         true,
 		// The CTAP 2.1-PRE name, for platforms that only know 0x41.
@@ -71,8 +71,8 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		AAGUID:                           AAGUID[:],
 		Options:                          options,
 		PinUvAuthProtocols:               []int{2, 1},
-		ForcePINChange:                   a.cfg.ForcePINChange,
-		MinPINLength:                     a.cfg.MinPINLength,
+		ForcePINChange:                   a.pin.ForcePINChange(),
+		MinPINLength:                     a.pin.MinPINLength(),
 		MaxRPIDsForSetMinPINLength:       maxMinPINLengthRPIDs,
 		MaxMsgSize:                       MaxMsgSize,
 		MaxCredentialCountInList:         maxCredentialCountInList,
@@ -82,9 +82,9 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		FirmwareVersion:                  FirmwareVersion,
 		RemainingDiscoverableCredentials: max(0, a.capacity-a.store.CountCredentials()),
 	}
-	if a.builtInUV() {
+	if a.pin.BuiltInUV() {
 		// Built-in UV is the device PIN typed into the prompt.
-		options["uv"] = a.pinSet()
+		options["uv"] = a.pin.IsSet()
 		info.PreferredPlatformUvAttempts = 1
 		info.UVModality = uvModalityPasscodeInternal
 	}
@@ -134,12 +134,11 @@ func (a *Authenticator) wipe() error {
 		return fmt.Errorf("reset: new device secrets: %w", err)
 	}
 	a.secrets = s
-	if err := a.loadConfig(); err != nil {
+	pin, err := newClientPIN(a.clientPINConfig())
+	if err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
-	if err := a.loadPINState(); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
+	a.pin = pin
 	a.presence.clear()
 	a.log.Warn("authenticator reset: every credential deleted")
 	return nil

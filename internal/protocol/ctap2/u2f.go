@@ -18,7 +18,7 @@ import (
 // MSG executes a CTAP1/U2F command APDU (CTAPHID_MSG).
 func (a *Authenticator) MSG(ctx context.Context, apdu []byte) []byte {
 	a.mu.Lock()
-	alwaysUV := a.cfg.AlwaysUV
+	alwaysUV := a.pin.AlwaysUV()
 	a.mu.Unlock()
 	if alwaysUV {
 		// U2F cannot verify the user, so alwaysUv switches it off
