@@ -107,31 +107,45 @@ func (a *Authenticator) credentialManagement(params []byte, channel uint32) ([]b
 		return a.cmNextRP()
 	case cmEnumerateCredentialsGetNextCredential:
 		return a.cmNextCredential()
-	case cmGetCredsMetadata, cmEnumerateRPsBegin, cmEnumerateCredentialsBegin, cmDeleteCredential, cmUpdateUserInformation:
-	default:
-		return nil, ErrInvalidSubcommand
 	}
-	// Parameters first, then authorisation (§6.8.2 ff.).
-	switch sub {
-	case cmEnumerateCredentialsBegin:
-		if p.RPIDHash == nil {
-			return nil, ErrMissingParameter
-		}
-	case cmDeleteCredential:
-		if p.CredentialID == nil || p.CredentialID.ID == nil {
-			return nil, ErrMissingParameter
-		}
-	case cmUpdateUserInformation:
-		if p.CredentialID == nil || p.CredentialID.ID == nil || p.User == nil || p.User.ID == nil {
-			return nil, ErrMissingParameter
-		}
+	// Parameters first, then authorisation (§6.8.2 ff.): every
+	// subcommand that starts something is authorised by a token with the
+	// cm permission over subCommand || subCommandParams.
+	if err := p.validate(sub); err != nil {
+		return nil, err
 	}
-	// Every subcommand that starts something is authorised by a token
-	// with the cm permission over subCommand || subCommandParams.
 	msg := append([]byte{byte(sub)}, req.SubCommandParams...)
 	if err := a.pin.Authorize(pinuv.PermCredentialManagement, "", msg, req.PinUvAuthParam, req.PinUvAuthProtocol); err != nil {
 		return nil, err
 	}
+	return a.cmStart(sub, &p)
+}
+
+// validate checks that sub is a subcommand that starts something and
+// that its parameters are present (§6.8.2-6).
+func (p *credMgmtParams) validate(sub uint64) error {
+	switch sub {
+	case cmGetCredsMetadata, cmEnumerateRPsBegin:
+	case cmEnumerateCredentialsBegin:
+		if p.RPIDHash == nil {
+			return ErrMissingParameter
+		}
+	case cmDeleteCredential:
+		if p.CredentialID == nil || p.CredentialID.ID == nil {
+			return ErrMissingParameter
+		}
+	case cmUpdateUserInformation:
+		if p.CredentialID == nil || p.CredentialID.ID == nil || p.User == nil || p.User.ID == nil {
+			return ErrMissingParameter
+		}
+	default:
+		return ErrInvalidSubcommand
+	}
+	return nil
+}
+
+// cmStart runs an authorised subcommand.
+func (a *Authenticator) cmStart(sub uint64, p *credMgmtParams) ([]byte, error) {
 	switch sub {
 	case cmGetCredsMetadata, cmEnumerateRPsBegin:
 		// Whole-authenticator views need a token not bound to one RP.
