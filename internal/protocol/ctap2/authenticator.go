@@ -1,9 +1,3 @@
-// Package ctap2 implements the CTAP 2.1 authenticator API (and CTAP1/U2F
-// through package u2f) on keys that live in a TPM.
-//
-// The authenticator sees its surroundings only through interfaces: TPM for
-// key operations, Store for durable state, prompt.Prompter for the user.
-// Transports (CTAPHID over uhid or UDP) call CBOR and MSG.
 package ctap2
 
 import (
