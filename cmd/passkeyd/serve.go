@@ -192,7 +192,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	info := t.Info()
 	log.Info("passkeyd serving", "version", buildinfo.Version, "transport", o.transport, "tpm", info.Kind, "state_dir", o.stateDir)
-	srv := ctaphid.NewServer(auth, ctaphid.Config{
+	srv := ctaphid.NewServer(ctap2.HIDHandler(auth), ctaphid.Config{
 		Capabilities: ctaphid.CapWink | ctaphid.CapCBOR,
 		Version:      [3]byte{0, 1, 0},
 		Logger:       log,

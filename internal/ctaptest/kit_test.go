@@ -59,8 +59,8 @@ func TestSessionAgreesWithPinuv(t *testing.T) {
 // reversed after delay.
 type echo struct{ delay time.Duration }
 
-func (e echo) CBOR(ctx context.Context, req []byte) []byte {
-	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
+func (e echo) CBOR(_ context.Context, t ctaphid.Transaction, req []byte) []byte {
+	t.SetStatus(ctaphid.StatusUPNeeded)
 	time.Sleep(e.delay)
 	out := make([]byte, len(req))
 	for i, b := range req {
@@ -68,9 +68,9 @@ func (e echo) CBOR(ctx context.Context, req []byte) []byte {
 	}
 	return out
 }
-func (echo) MSG(context.Context, []byte) []byte { return []byte{0x6d, 0x00} }
-func (echo) Wink()                              {}
-func (echo) PowerCycle()                        {}
+func (echo) MSG(context.Context, ctaphid.Transaction, []byte) []byte { return []byte{0x6d, 0x00} }
+func (echo) Wink()                                                   {}
+func (echo) PowerCycle()                                             {}
 
 // TestHIDChannel runs the host client against the real CTAPHID server: a
 // 1000-byte message in and out (an initialisation packet and 16

@@ -75,7 +75,7 @@ func newRigAttesting(b *testing.B, mode ctap2.AttestationMode) *rig {
 		b.Fatal(err)
 	}
 	p := ctaptest.NewPipe()
-	srv := ctaphid.NewServer(a, ctaphid.Config{Capabilities: ctaphid.CapCBOR | ctaphid.CapWink, Logger: slog.New(slog.DiscardHandler)})
+	srv := ctaphid.NewServer(ctap2.HIDHandler(a), ctaphid.Config{Capabilities: ctaphid.CapCBOR | ctaphid.CapWink, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Serve(ctx, p)
 	b.Cleanup(func() { cancel(); p.Close() })

@@ -121,7 +121,9 @@ func oneOf(vals ...string) func(string) bool {
 	return func(s string) bool { return slices.Contains(vals, s) }
 }
 
-func absPath(s string) bool { return filepath.IsAbs(s) && filepath.Clean(s) == s && !strings.ContainsRune(s, 0) }
+func absPath(s string) bool {
+	return filepath.IsAbs(s) && filepath.Clean(s) == s && !strings.ContainsRune(s, 0)
+}
 
 // ownerRE: a user name as useradd accepts it, or a uid.
 var ownerRE = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}\$?|[0-9]{1,10})$`)

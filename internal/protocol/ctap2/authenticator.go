@@ -1,9 +1,3 @@
-// Package ctap2 implements the CTAP 2.1 authenticator API (and CTAP1/U2F
-// through package u2f) on keys that live in a TPM.
-//
-// The authenticator sees its surroundings only through interfaces: TPM for
-// key operations, Store for durable state, prompt.Prompter for the user.
-// Transports (CTAPHID over uhid or UDP) call CBOR and MSG.
 package ctap2
 
 import (
@@ -128,15 +122,13 @@ type Authenticator struct {
 	next      *assertionState // getNextAssertion state, nil when none
 	presence  u2fPresence
 	algorithm []tpm.Algorithm
-	pin       pinState
-	cfg       deviceConfig
-	cm        credMgmtState
-	lbWrite   *largeBlobWrite // a large-blob write in progress
-	// extraPermissions are pinUvAuthToken permissions of optional
-	// commands that are enabled (credential management, large blobs).
-	extraPermissions pinuv.Permission
-	attestation      AttestationMode
-	attester         Attester
+	// pin is the PIN/UV authority: every PIN, token and UV decision is
+	// its (clientpin.go).
+	pin         *clientPIN
+	cm          credMgmtState
+	lbWrite     *largeBlobWrite // a large-blob write in progress
+	attestation AttestationMode
+	attester    Attester
 }
 
 // New provisions (first run) or loads the device secrets and returns a
@@ -171,7 +163,6 @@ func New(cfg Config) (*Authenticator, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	a.extraPermissions = pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite
 	if a.capacity <= 0 {
 		a.capacity = DefaultCapacity
 	}
@@ -191,14 +182,22 @@ func New(cfg Config) (*Authenticator, error) {
 		return nil, err
 	}
 	a.secrets = s
-	if err := a.loadConfig(); err != nil {
-		return nil, err
-	}
-	if err := a.loadPINState(); err != nil {
+	if a.pin, err = newClientPIN(a.clientPINConfig()); err != nil {
 		return nil, err
 	}
 	a.powerUp = a.now()
 	return a, nil
+}
+
+// clientPINConfig wires the device's PIN/UV authority to this
+// authenticator's store, TPM and prompt.
+func (a *Authenticator) clientPINConfig() clientPINConfig {
+	return clientPINConfig{
+		Store: a.store, TPM: a.tpm, Prompt: a.prompter, Log: a.log, Now: a.now,
+		// The optional commands this authenticator has.
+		Permissions: pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite,
+		Values:      devicePINValues,
+	}
 }
 
 // PowerCycle resets everything CTAP ties to power-up: the reset window, the
@@ -212,7 +211,7 @@ func (a *Authenticator) PowerCycle() {
 	a.powerUp = a.now()
 	a.next = nil
 	a.presence.clear()
-	a.powerCyclePIN()
+	a.pin.PowerCycle()
 	a.lbWrite = nil
 	a.log.Info("power cycle")
 }
@@ -222,7 +221,14 @@ func (a *Authenticator) Wink() { a.log.Info("wink") }
 
 // CBOR executes one authenticator API request (command byte followed by
 // its CBOR parameters) and returns status byte followed by the response.
+// It is for in-process callers: channel 0, no keepalives. Transports use
+// HIDHandler.
 func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
+	return a.execute(ctx, inProcess{}, req)
+}
+
+// execute runs one request of transaction tx.
+func (a *Authenticator) execute(ctx context.Context, tx ctaphid.Transaction, req []byte) []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(req) == 0 {
@@ -241,40 +247,29 @@ func (a *Authenticator) CBOR(ctx context.Context, req []byte) []byte {
 	)
 	switch cmd {
 	case CmdMakeCredential:
-		body, err = a.makeCredential(ctx, params)
+		body, err = a.makeCredential(ctx, tx, params)
 	case CmdGetAssertion:
-		body, err = a.getAssertion(ctx, params)
+		body, err = a.getAssertion(ctx, tx, params)
 	case CmdGetNextAssertion:
-		body, err = a.getNextAssertion(channelOf(ctx))
+		body, err = a.getNextAssertion(tx.Channel())
 	case CmdGetInfo:
 		body, err = a.getInfo()
 	case CmdReset:
-		err = a.reset(ctx)
+		err = a.reset(ctx, tx)
 	case CmdSelection:
-		err = a.selection(ctx)
+		err = a.selection(ctx, tx)
 	case CmdClientPIN:
-		body, err = a.clientPIN(ctx, params)
+		body, err = a.clientPIN(ctx, tx, params)
 	case CmdConfig:
 		err = a.authenticatorConfig(params)
 	case CmdCredentialManagement, CmdCredentialManagementPreview:
-		body, err = a.credentialManagement(params, channelOf(ctx))
+		body, err = a.credentialManagement(params, tx.Channel())
 	case CmdLargeBlobs:
 		body, err = a.largeBlobs(params)
 	default:
 		err = ErrInvalidCommand
 	}
 	return a.respond(cmd, body, err)
-}
-
-// channelOf is the CTAPHID channel a request came in on (0 for callers
-// outside CTAPHID). Continuations (getNextAssertion, the enumerations of
-// credential management) belong to the channel that started them: another
-// application on the same device must not take the next signed assertion
-// of someone else's sign-in, nor read the rest of an enumeration opened
-// with someone else's PIN token.
-func channelOf(ctx context.Context) uint32 {
-	cid, _ := ctaphid.ChannelID(ctx)
-	return cid
 }
 
 func (a *Authenticator) respond(cmd byte, body []byte, err error) []byte {
@@ -295,9 +290,9 @@ func (a *Authenticator) respond(cmd byte, body []byte, err error) []byte {
 
 // userPresence asks the prompter and maps the outcome onto CTAP statuses
 // (CTAP 2.1 §6.1.2 step 14), keeping KEEPALIVE at UPNEEDED meanwhile.
-func (a *Authenticator) userPresence(ctx context.Context, req prompt.Request) error {
-	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
-	defer ctaphid.SetStatus(ctx, ctaphid.StatusProcessing)
+func (a *Authenticator) userPresence(ctx context.Context, tx ctaphid.Transaction, req prompt.Request) error {
+	tx.SetStatus(ctaphid.StatusUPNeeded)
+	defer tx.SetStatus(ctaphid.StatusProcessing)
 	pctx, cancel := context.WithTimeout(ctx, prompt.Timeout)
 	defer cancel()
 	err := a.prompter.Confirm(pctx, req)

@@ -1,12 +1,13 @@
 package ctap2
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -15,18 +16,6 @@ import (
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
-)
-
-// clientPIN subcommands (CTAP 2.1 §6.5.5).
-const (
-	pinGetPINRetries                            = 0x01
-	pinGetKeyAgreement                          = 0x02
-	pinSetPIN                                   = 0x03
-	pinChangePIN                                = 0x04
-	pinGetPinToken                              = 0x05
-	pinGetPinUvAuthTokenUsingUvWithPermissions  = 0x06
-	pinGetUVRetries                             = 0x07
-	pinGetPinUvAuthTokenUsingPinWithPermissions = 0x09
 )
 
 // PIN policy (CTAP 2.1 §6.5.1).
@@ -39,45 +28,88 @@ const (
 	pinHashLen           = 16
 )
 
-// Store value names of the PIN state. The PIN itself is never stored, nor
-// anything derived from it: the PIN object is a TPM blob whose
+// Store value names of the PIN/UV state. The PIN itself is never stored,
+// nor anything derived from it: the PIN object is a TPM blob whose
 // authorisation value is LEFT(SHA-256(PIN), 16), inside the TPM's own
 // encryption, so the TPM is needed for every guess.
 const (
 	valuePINObject  = "pin-object"  // TPM blob; present iff a PIN is set
 	valuePINRetries = "pin-retries" // one byte
+	valueConfig     = "config"      // pinPolicy, CBOR
 )
 
-// ClientPINRequest is authenticatorClientPIN's parameter map.
-type ClientPINRequest struct {
-	PinUvAuthProtocol *uint64        `cbor:"1,keyasint"`
-	SubCommand        *uint64        `cbor:"2,keyasint"`
-	KeyAgreement      *pinuv.COSEKey `cbor:"3,keyasint"`
-	PinUvAuthParam    []byte         `cbor:"4,keyasint"`
-	NewPinEnc         []byte         `cbor:"5,keyasint"`
-	PinHashEnc        []byte         `cbor:"6,keyasint"`
-	Permissions       *uint64        `cbor:"9,keyasint"`
-	RPID              *string        `cbor:"10,keyasint"`
+// pinValues names the store values a clientPIN owns. The device's
+// authority owns devicePINValues; an authority per user would own its own.
+type pinValues struct {
+	Object  string // the PIN object (TPM blob)
+	Retries string // pinRetries, one byte
+	Policy  string // pinPolicy (authenticatorConfig's settings)
 }
 
-// ClientPINResponse is authenticatorClientPIN's response map.
-type ClientPINResponse struct {
-	KeyAgreement    *pinuv.COSEKey `cbor:"1,keyasint,omitempty"`
-	PinUvAuthToken  []byte         `cbor:"2,keyasint,omitempty"`
-	PinRetries      *int           `cbor:"3,keyasint,omitempty"`
-	PowerCycleState *bool          `cbor:"4,keyasint,omitempty"`
-	UVRetries       *int           `cbor:"5,keyasint,omitempty"`
+var devicePINValues = pinValues{Object: valuePINObject, Retries: valuePINRetries, Policy: valueConfig}
+
+// valueStore is the part of the store the PIN/UV authority uses: the named
+// values of its pinValues, nothing else. Store implements it.
+type valueStore interface {
+	Get(name string) ([]byte, error)
+	Put(name string, value []byte) error
 }
 
-// pinState is the PIN/UV state: the durable part lives in the store, the
-// rest is reset at every power cycle.
-type pinState struct {
-	protocols   map[uint64]pinuv.Protocol
-	token       *pinuv.Token
+// pinTPM is what the PIN/UV authority needs from the TPM: the PIN object,
+// a DA-protected sealed object whose authorisation is the PIN hash. TPM
+// implements it; a pinTPM that is also a daReporter is asked for its
+// dictionary-attack state before every PIN check.
+type pinTPM interface {
+	CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error)
+	UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error)
+}
+
+// clientPINConfig wires a clientPIN.
+type clientPINConfig struct {
+	Store  valueStore
+	TPM    pinTPM
+	Prompt prompt.Prompter // built-in UV when it is a prompt.PINEntry
+	Log    *slog.Logger
+	Now    func() time.Time
+	// Permissions are the pinUvAuthToken permissions of the optional
+	// commands this authenticator has (credential management, large
+	// blobs); mc, ga and acfg are always granted.
+	Permissions pinuv.Permission
+	Values      pinValues
+}
+
+// clientPIN is the one authority for PIN and user verification (CTAP 2.1
+// §6.5, in the spirit of OpenSK's ClientPin). It owns the PIN object and
+// its counters, the PIN policy of authenticatorConfig (§6.11: minimum
+// length, forcePINChange, alwaysUv), the PIN/UV auth protocols, the
+// pinUvAuthToken with its protocol and RP binding, and built-in UV (the
+// device PIN typed into the prompt). Every command that needs the user
+// verified asks it: Authorize for a pinUvAuthParam, VerifyUser for
+// built-in UV, CheckPIN for the management API; authenticatorClientPIN is
+// its Command. Nothing else reads or writes its fields.
+//
+// It keeps no global state and reaches the store and the TPM only through
+// the narrow interfaces it is given, so an authenticator can hold one per
+// user. It is not safe for concurrent use: the Authenticator serialises
+// commands.
+type clientPIN struct {
+	store     valueStore
+	tpm       pinTPM
+	prompter  prompt.Prompter
+	log       *slog.Logger
+	now       func() time.Time
+	values    pinValues
+	supported pinuv.Permission
+
+	policy pinPolicy
+
 	object      tpm.KeyBlob // nil: no PIN set
 	retries     int
 	consecutive int // misses since power-up
 	length      int // code points of the current PIN; 0 until checked this power cycle
+
+	protocols map[uint64]pinuv.Protocol
+	token     *pinuv.Token
 	// tokenProtocol is the protocol the token was issued over: it is
 	// verified only with that protocol's MAC length.
 	tokenProtocol int
@@ -87,6 +119,298 @@ type pinState struct {
 	// getAssertion reports userSelected for it while the token's presence
 	// lasts.
 	tokenAccount []byte
+}
+
+// newClientPIN loads the PIN/UV state from the store: the policy, the PIN
+// object and the retry counter. Key agreement keys and the token are new,
+// as after a power cycle.
+func newClientPIN(cfg clientPINConfig) (*clientPIN, error) {
+	c := &clientPIN{
+		store: cfg.Store, tpm: cfg.TPM, prompter: cfg.Prompt, log: cfg.Log, now: cfg.Now,
+		values:    cfg.Values,
+		supported: pinuv.PermMakeCredential | pinuv.PermGetAssertion | pinuv.PermAuthenticatorConfig | cfg.Permissions,
+		retries:   maxPINRetries,
+	}
+	if c.prompter == nil {
+		c.prompter = prompt.DenyAll{}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if err := c.loadPolicy(); err != nil {
+		return nil, err
+	}
+	if err := c.loadProtocols(); err != nil {
+		return nil, err
+	}
+	if err := c.loadPIN(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *clientPIN) loadProtocols() error {
+	p1, err := pinuv.NewProtocolOne()
+	if err != nil {
+		return err
+	}
+	p2, err := pinuv.NewProtocolTwo()
+	if err != nil {
+		return err
+	}
+	if c.token, err = pinuv.NewToken(c.now); err != nil {
+		return err
+	}
+	c.protocols = map[uint64]pinuv.Protocol{1: p1, 2: p2}
+	return nil
+}
+
+func (c *clientPIN) loadPIN() error {
+	obj, err := c.store.Get(c.values.Object)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read PIN object: %w", err)
+	default:
+		c.object = obj
+	}
+	r, err := c.store.Get(c.values.Retries)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+	case err != nil || len(r) != 1 || r[0] > maxPINRetries:
+		return fmt.Errorf("read PIN retries: %v", err)
+	default:
+		c.retries = int(r[0])
+	}
+	return nil
+}
+
+// PowerCycle resets what CTAP ties to power-up (§6.5.5.1): new key
+// agreement keys, a new token, the consecutive-miss block lifted.
+func (c *clientPIN) PowerCycle() {
+	for _, p := range c.protocols {
+		if err := p.Regenerate(); err != nil {
+			c.log.Error("regenerate key agreement key", "err", err)
+		}
+	}
+	if err := c.token.Reset(); err != nil {
+		c.log.Error("reset pinUvAuthToken", "err", err)
+	}
+	c.consecutive = 0
+	c.length = 0
+}
+
+// IsSet reports whether a PIN is set (getInfo's clientPin option).
+func (c *clientPIN) IsSet() bool { return c.object != nil }
+
+// Retries is pinRetries (§6.5.5.2); built-in UV counts on it too.
+func (c *clientPIN) Retries() int { return c.retries }
+
+// Blocked: no PIN retry is left, only a reset helps (§6.5.5.7).
+func (c *clientPIN) Blocked() bool { return c.IsSet() && c.retries == 0 }
+
+// BuiltInUV reports whether the prompt can do user verification: the
+// person types the device PIN into it (getInfo's uv option exists).
+func (c *clientPIN) BuiltInUV() bool {
+	_, ok := c.prompter.(prompt.PINEntry)
+	return ok
+}
+
+// Protocol resolves a pinUvAuthProtocol parameter (§6.5.4): missing is
+// CTAP2_ERR_MISSING_PARAMETER, unsupported CTAP1_ERR_INVALID_PARAMETER.
+// hmac-secret shares the key agreement keys.
+func (c *clientPIN) Protocol(v *uint64) (pinuv.Protocol, error) {
+	if v == nil {
+		return nil, ErrMissingParameter
+	}
+	p, ok := c.protocols[*v]
+	if !ok {
+		return nil, ErrInvalidParameter
+	}
+	return p, nil
+}
+
+// rpPermissions are the permissions whose uses bind the token to an RP
+// and need its userVerified flag (CTAP 2.1 §6.1.2 step 11, §6.2.2 step 6,
+// §6.5.5.7 "permissions RP ID").
+const rpPermissions = pinuv.PermMakeCredential | pinuv.PermGetAssertion
+
+// Authorize verifies pinUvAuthParam over message with the pinUvAuthToken,
+// for one permission: the check every command makes before it acts on a
+// token (makeCredential §6.1.2 step 11, getAssertion §6.2.2 step 6,
+// credentialManagement §6.8, largeBlobs §6.10.3, authenticatorConfig
+// §6.11). The token must have been issued over protocol and hold
+// permission; for makeCredential and getAssertion it must also still be
+// user-verified, and its first use binds it to rpID (a token bound to
+// another RP is refused). Other commands pass "" for rpID: credential
+// management checks the credentials' RP with PermitsRP once it knows
+// them.
+//
+// A missing pinUvAuthParam is CTAP2_ERR_PUAT_REQUIRED; callers that accept
+// requests without one decide so before they call.
+func (c *clientPIN) Authorize(permission pinuv.Permission, rpID string, message, pinUvAuthParam []byte, protocol *uint64) error {
+	if pinUvAuthParam == nil {
+		return ErrPUATRequired
+	}
+	p, err := c.Protocol(protocol)
+	if err != nil {
+		return err
+	}
+	t := c.token
+	if p.Version() != c.tokenProtocol || !t.Verify(p, message, pinUvAuthParam) || t.Permissions()&permission == 0 {
+		return ErrPinAuthInvalid
+	}
+	if permission&rpPermissions == 0 {
+		return nil
+	}
+	if !t.UserVerified() {
+		return ErrPinAuthInvalid
+	}
+	switch t.RPID() {
+	case "":
+		t.SetRPID(rpID) // the first use binds the token to this RP
+	case rpID:
+	default:
+		return ErrPinAuthInvalid
+	}
+	return nil
+}
+
+// PermitsRP reports whether the token may act on rpID's credentials: it
+// has no permissions RP ID or it is rpID (§6.8.4-6). PermitsRP("") holds
+// only for a token bound to no RP, which whole-authenticator views need
+// (§6.8.2, §6.8.3).
+func (c *clientPIN) PermitsRP(rpID string) bool {
+	bound := c.token.RPID()
+	return bound == "" || bound == rpID
+}
+
+// TokenUserPresent is the token's userPresent flag: the presence its
+// issuing collected, still unspent (§6.5.2.1).
+func (c *clientPIN) TokenUserPresent() bool { return c.token.UserPresent() }
+
+// TokenAccount is the credential ID of the account the prompt that issued
+// the token named, or nil.
+func (c *clientPIN) TokenAccount() []byte { return c.tokenAccount }
+
+// ConsumeToken clears the token's one-time flags after a request it
+// authorised collected presence (§6.1.2 step 15, §6.2.2 step 9):
+// makeCredential also drops every permission but lbw.
+func (c *clientPIN) ConsumeToken(clearPermissions bool) {
+	c.token.ClearUserPresent()
+	c.token.ClearUserVerified()
+	if clearPermissions {
+		c.token.ClearPermissionsExceptLbw()
+	}
+}
+
+// UVForRequest decides how makeCredential or getAssertion without a
+// pinUvAuthParam verifies the user (§6.1.2 steps 5-6 and 10, §6.2.2 step
+// 5; §7.2.2 alwaysUv): verify says built-in UV must run. uvOption is the
+// request's uv option; rk says the request needs UV on a protected
+// authenticator (a discoverable credential: makeCredUvNotRqd covers only
+// non-discoverable ones).
+func (c *clientPIN) UVForRequest(uvOption, rk bool) (verify bool, err error) {
+	if uvOption {
+		if !c.BuiltInUV() {
+			return false, ErrInvalidOption
+		}
+		if !c.IsSet() {
+			return false, ErrOperationDenied // built-in UV not configured
+		}
+		return true, nil
+	}
+	if !c.policy.AlwaysUV && !(c.IsSet() && rk) {
+		return false, nil
+	}
+	if c.IsSet() && c.BuiltInUV() && c.policy.AlwaysUV {
+		return true, nil // alwaysUv: verify with the prompt instead
+	}
+	return false, ErrPUATRequired
+}
+
+// VerifyUser runs built-in UV: the prompt asks for the device PIN, the
+// TPM checks it like clientPIN, with the same counters. The platform sees
+// UPNEEDED keepalives meanwhile.
+func (c *clientPIN) VerifyUser(ctx context.Context, tx ctaphid.Transaction, req prompt.Request) error {
+	pe, ok := c.prompter.(prompt.PINEntry)
+	if !ok || !c.IsSet() {
+		return ErrNotAllowed
+	}
+	if c.retries == 0 {
+		return ErrPinBlocked
+	}
+	if c.consecutive >= maxConsecutiveMisses {
+		return ErrPinAuthBlocked
+	}
+	// A TPM in lockout cannot check the PIN: the prompt says so and when
+	// it recovers. The PIN is still asked for, and checkPINHash asks the
+	// TPM again once it is typed (the lockout may have been reset
+	// meanwhile); a lockout costs no retry either way.
+	if st, known := c.daStatus(); known && st.Locked() {
+		req.Notice = lockoutText(st, known, c.now())
+	}
+	pin, err := c.enterPIN(ctx, tx, pe, req)
+	if err != nil {
+		return err
+	}
+	err = c.checkPINHash(pinHash(pin))
+	switch {
+	case errors.Is(err, ErrPinInvalid):
+		return ErrUVInvalid
+	case errors.Is(err, ErrPinBlocked), errors.Is(err, ErrPinAuthBlocked):
+		return ErrUVBlocked
+	}
+	return err
+}
+
+// enterPIN asks the prompt for the PIN and maps its failures onto CTAP
+// statuses (§6.1.2 step 14).
+func (c *clientPIN) enterPIN(ctx context.Context, tx ctaphid.Transaction, pe prompt.PINEntry, req prompt.Request) (string, error) {
+	tx.SetStatus(ctaphid.StatusUPNeeded)
+	defer tx.SetStatus(ctaphid.StatusProcessing)
+	pctx, cancel := context.WithTimeout(ctx, prompt.Timeout)
+	defer cancel()
+	pin, err := pe.EnterPIN(pctx, req, c.retries)
+	switch {
+	case err == nil:
+		return pin, nil
+	case ctx.Err() != nil:
+		return "", ErrKeepaliveCancel
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, prompt.ErrTimeout):
+		return "", ErrUserActionTimeout
+	default:
+		return "", ErrOperationDenied
+	}
+}
+
+// CheckPIN has the TPM check pin, counted like clientPIN (the management
+// API's PIN check).
+func (c *clientPIN) CheckPIN(pin string) error { return c.checkPINHash(pinHash(pin)) }
+
+// AcceptsPIN reports whether pin meets the PIN policy (§6.5.1): at most 63
+// bytes of UTF-8 without NUL, at least minPINLength code points.
+func (c *clientPIN) AcceptsPIN(pin string) bool {
+	return len(pin) <= maxPINBytes && utf8.ValidString(pin) && utf8.RuneCountInString(pin) >= c.policy.MinPINLength &&
+		strings.IndexByte(pin, 0) < 0
+}
+
+// ReplacePIN sets pin as the PIN without the clientPIN exchange (the
+// management API, which checked the old PIN with CheckPIN): the
+// forcePINChange flag is cleared and tokens issued under the old PIN die,
+// as after a power cycle.
+func (c *clientPIN) ReplacePIN(pin string) error {
+	if err := c.installPIN(pin); err != nil {
+		return err
+	}
+	if err := c.setForcePINChange(false); err != nil {
+		return err
+	}
+	c.PowerCycle()
+	return nil
 }
 
 // sealedPINData is what the PIN object seals: a 32-byte secret that only
@@ -102,156 +426,6 @@ func sealedPINData(pinLen int) ([]byte, error) {
 	return b, nil
 }
 
-func (a *Authenticator) loadPINState() error {
-	p1, err := pinuv.NewProtocolOne()
-	if err != nil {
-		return err
-	}
-	p2, err := pinuv.NewProtocolTwo()
-	if err != nil {
-		return err
-	}
-	tok, err := pinuv.NewToken(a.now)
-	if err != nil {
-		return err
-	}
-	a.pin = pinState{protocols: map[uint64]pinuv.Protocol{1: p1, 2: p2}, token: tok, retries: maxPINRetries}
-	obj, err := a.store.Get(valuePINObject)
-	switch {
-	case errors.Is(err, keystore.ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("read PIN object: %w", err)
-	default:
-		a.pin.object = obj
-	}
-	r, err := a.store.Get(valuePINRetries)
-	switch {
-	case errors.Is(err, keystore.ErrNotFound):
-	case err != nil || len(r) != 1 || r[0] > maxPINRetries:
-		return fmt.Errorf("read PIN retries: %v", err)
-	default:
-		a.pin.retries = int(r[0])
-	}
-	return nil
-}
-
-// powerCyclePIN resets what CTAP ties to power-up (§6.5.5.1): new key
-// agreement keys, a new token, the consecutive-miss block lifted.
-func (a *Authenticator) powerCyclePIN() {
-	for _, p := range a.pin.protocols {
-		if err := p.Regenerate(); err != nil {
-			a.log.Error("regenerate key agreement key", "err", err)
-		}
-	}
-	if err := a.pin.token.Reset(); err != nil {
-		a.log.Error("reset pinUvAuthToken", "err", err)
-	}
-	a.pin.consecutive = 0
-	a.pin.length = 0
-}
-
-func (a *Authenticator) pinSet() bool { return a.pin.object != nil }
-
-// protocol resolves a pinUvAuthProtocol parameter.
-func (a *Authenticator) protocol(v *uint64) (pinuv.Protocol, error) {
-	if v == nil {
-		return nil, ErrMissingParameter
-	}
-	p, ok := a.pin.protocols[*v]
-	if !ok {
-		return nil, ErrInvalidParameter
-	}
-	return p, nil
-}
-
-func (a *Authenticator) setRetries(n int) error {
-	if err := a.store.Put(valuePINRetries, []byte{byte(n)}); err != nil {
-		return fmt.Errorf("store PIN retries: %w", err)
-	}
-	a.pin.retries = n
-	return nil
-}
-
-// clientPIN is authenticatorClientPIN (CTAP 2.1 §6.5).
-func (a *Authenticator) clientPIN(ctx context.Context, params []byte) ([]byte, error) {
-	var req ClientPINRequest
-	if err := decodeParams(params, &req); err != nil {
-		return nil, err
-	}
-	if req.SubCommand == nil {
-		return nil, ErrMissingParameter
-	}
-	var (
-		resp *ClientPINResponse
-		err  error
-	)
-	switch *req.SubCommand {
-	case pinGetPINRetries:
-		r, pc := a.pin.retries, a.pin.consecutive >= maxConsecutiveMisses
-		resp = &ClientPINResponse{PinRetries: &r, PowerCycleState: &pc}
-	case pinGetUVRetries:
-		if !a.builtInUV() {
-			return nil, ErrInvalidSubcommand
-		}
-		r := a.pin.retries // built-in UV is the same PIN, so the same counter
-		resp = &ClientPINResponse{UVRetries: &r}
-	case pinGetKeyAgreement:
-		var p pinuv.Protocol
-		if p, err = a.protocol(req.PinUvAuthProtocol); err == nil {
-			k := p.PublicKey()
-			resp = &ClientPINResponse{KeyAgreement: &k}
-		}
-	case pinSetPIN:
-		err = a.setPIN(&req)
-	case pinChangePIN:
-		err = a.changePIN(&req)
-	case pinGetPinToken, pinGetPinUvAuthTokenUsingPinWithPermissions:
-		resp, err = a.getPinToken(&req, *req.SubCommand == pinGetPinUvAuthTokenUsingPinWithPermissions)
-	case pinGetPinUvAuthTokenUsingUvWithPermissions:
-		resp, err = a.getPinUvAuthTokenUsingUv(ctx, &req)
-	default:
-		return nil, ErrInvalidSubcommand
-	}
-	if err != nil || resp == nil {
-		return nil, err
-	}
-	return marshal(resp)
-}
-
-// sharedSecret validates the common parameters and runs the key agreement.
-func (a *Authenticator) sharedSecret(req *ClientPINRequest) (pinuv.Protocol, pinuv.SharedSecret, error) {
-	p, err := a.protocol(req.PinUvAuthProtocol)
-	if err != nil {
-		return nil, pinuv.SharedSecret{}, err
-	}
-	if req.KeyAgreement == nil {
-		return nil, pinuv.SharedSecret{}, ErrMissingParameter
-	}
-	s, err := p.Decapsulate(*req.KeyAgreement)
-	if err != nil {
-		return nil, pinuv.SharedSecret{}, ErrInvalidParameter
-	}
-	return p, s, nil
-}
-
-// decryptNewPIN decrypts and checks newPinEnc against the PIN policy
-// (§6.5.5.5 step 7-8): a 64-byte padded PIN, at most 63 bytes, at least
-// minPINLength code points.
-func (a *Authenticator) decryptNewPIN(p pinuv.Protocol, s pinuv.SharedSecret, newPinEnc []byte) (string, error) {
-	padded, err := p.Decrypt(s, newPinEnc)
-	if err != nil || len(padded) != paddedPINLen {
-		return "", ErrInvalidParameter
-	}
-	pin := padded
-	if i := bytes.IndexByte(padded, 0); i >= 0 {
-		pin = padded[:i]
-	}
-	if len(pin) > maxPINBytes || !utf8.Valid(pin) || utf8.RuneCount(pin) < a.cfg.MinPINLength {
-		return "", ErrPinPolicyViolation
-	}
-	return string(pin), nil
-}
-
 func pinHash(pin string) []byte {
 	h := sha256.Sum256([]byte(pin))
 	return h[:pinHashLen]
@@ -260,108 +434,33 @@ func pinHash(pin string) []byte {
 // installPIN replaces the PIN object: a new TPM object with the new PIN
 // as its authorisation. The old blob is overwritten in the store, so the
 // old PIN opens nothing that is kept.
-func (a *Authenticator) installPIN(pin string) error {
+func (c *clientPIN) installPIN(pin string) error {
 	data, err := sealedPINData(utf8.RuneCountInString(pin))
 	if err != nil {
 		return err
 	}
-	obj, err := a.tpm.CreatePINObject(pinHash(pin), data)
+	obj, err := c.tpm.CreatePINObject(pinHash(pin), data)
 	if err != nil {
 		return fmt.Errorf("create PIN object: %w", err)
 	}
-	if err := a.store.Put(valuePINObject, obj); err != nil {
+	if err := c.store.Put(c.values.Object, obj); err != nil {
 		return fmt.Errorf("store PIN object: %w", err)
 	}
-	a.pin.object = obj
-	a.pin.length = utf8.RuneCountInString(pin)
-	if err := a.setRetries(maxPINRetries); err != nil {
+	c.object = obj
+	c.length = utf8.RuneCountInString(pin)
+	if err := c.setRetries(maxPINRetries); err != nil {
 		return err
 	}
-	a.pin.consecutive = 0
+	c.consecutive = 0
 	return nil
 }
 
-// setPIN is §6.5.5.5.
-func (a *Authenticator) setPIN(req *ClientPINRequest) error {
-	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil {
-		return ErrMissingParameter
+func (c *clientPIN) setRetries(n int) error {
+	if err := c.store.Put(c.values.Retries, []byte{byte(n)}); err != nil {
+		return fmt.Errorf("store PIN retries: %w", err)
 	}
-	p, s, err := a.sharedSecret(req)
-	if err != nil {
-		return err
-	}
-	if a.pinSet() {
-		return ErrPinAuthInvalid // §6.5.5.5: a PIN is already set
-	}
-	if !p.Verify(s.HMACKey(), req.NewPinEnc, req.PinUvAuthParam) {
-		return ErrPinAuthInvalid
-	}
-	pin, err := a.decryptNewPIN(p, s, req.NewPinEnc)
-	if err != nil {
-		return err
-	}
-	if err := a.installPIN(pin); err != nil {
-		return err
-	}
-	a.log.Info("PIN set")
+	c.retries = n
 	return nil
-}
-
-// changePIN is §6.5.5.6.
-func (a *Authenticator) changePIN(req *ClientPINRequest) error {
-	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil || req.PinHashEnc == nil {
-		return ErrMissingParameter
-	}
-	p, s, err := a.sharedSecret(req)
-	if err != nil {
-		return err
-	}
-	if !a.pinSet() {
-		return ErrPinNotSet
-	}
-	if a.pin.retries == 0 {
-		return ErrPinBlocked
-	}
-	msg := append(append([]byte{}, req.NewPinEnc...), req.PinHashEnc...)
-	if !p.Verify(s.HMACKey(), msg, req.PinUvAuthParam) {
-		return ErrPinAuthInvalid
-	}
-	if err := a.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
-		return err
-	}
-	pin, err := a.decryptNewPIN(p, s, req.NewPinEnc)
-	if err != nil {
-		return err
-	}
-	if err := a.installPIN(pin); err != nil {
-		return err
-	}
-	a.cfg.ForcePINChange = false
-	if err := a.saveConfig(); err != nil {
-		return err
-	}
-	if err := a.pin.token.Reset(); err != nil {
-		return err
-	}
-	a.log.Info("PIN changed")
-	return nil
-}
-
-// checkPINHashEnc decrypts pinHashEnc and has the TPM check it.
-func (a *Authenticator) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinHashEnc []byte) error {
-	h, err := p.Decrypt(s, pinHashEnc)
-	if err != nil || len(h) != pinHashLen {
-		return ErrInvalidParameter
-	}
-	err = a.checkPINHash(h)
-	if errors.Is(err, ErrPinInvalid) || errors.Is(err, ErrPinAuthBlocked) || errors.Is(err, ErrPinBlocked) {
-		// A miss makes the platform start over with a fresh key
-		// agreement (§6.5.5.5 step 6).
-		if rerr := p.Regenerate(); rerr != nil {
-			a.log.Error("regenerate key agreement key", "err", rerr)
-		}
-	}
-	return err
 }
 
 // checkPINHash has the TPM check LEFT(SHA-256(PIN), 16). The retry
@@ -373,47 +472,53 @@ func (a *Authenticator) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, 
 // for its lockout state before the decrement, and if it locks out in
 // between (another program on the same TPM), the decrement is refunded,
 // durably. Either way the answer is ErrPinAuthBlocked (a *tpmLockoutError).
-func (a *Authenticator) checkPINHash(h []byte) error {
-	if a.pin.retries == 0 {
+func (c *clientPIN) checkPINHash(h []byte) error {
+	if c.retries == 0 {
 		return ErrPinBlocked
 	}
-	if a.pin.consecutive >= maxConsecutiveMisses {
+	if c.consecutive >= maxConsecutiveMisses {
 		return ErrPinAuthBlocked
 	}
-	if st, known := a.daStatus(); known && st.Locked() {
-		return a.tpmLockout(st, known, false)
+	if st, known := c.daStatus(); known && st.Locked() {
+		return c.tpmLockout(st, known, false)
 	}
-	if err := a.setRetries(a.pin.retries - 1); err != nil {
+	if err := c.setRetries(c.retries - 1); err != nil {
 		return err
 	}
-	data, err := a.tpm.UnsealWithPIN(a.pin.object, h)
+	data, err := c.tpm.UnsealWithPIN(c.object, h)
 	switch {
 	case errors.Is(err, tpm.ErrPINMismatch):
-		a.pin.consecutive++
-		if a.pin.retries == 0 {
-			return ErrPinBlocked
-		}
-		if a.pin.consecutive >= maxConsecutiveMisses {
-			return ErrPinAuthBlocked
-		}
-		return ErrPinInvalid
+		return c.miss()
 	case errors.Is(err, tpm.ErrLockout):
 		// The TPM locked out after the check above: it refused without
 		// judging the PIN, so the try is given back.
-		if rerr := a.setRetries(a.pin.retries + 1); rerr != nil {
-			a.log.Error("could not give back the PIN retry the TPM lockout took", "err", rerr)
+		if rerr := c.setRetries(c.retries + 1); rerr != nil {
+			c.log.Error("could not give back the PIN retry the TPM lockout took", "err", rerr)
 		}
-		st, known := a.daStatus()
-		return a.tpmLockout(st, known, true)
+		st, known := c.daStatus()
+		return c.tpmLockout(st, known, true)
 	case err != nil:
 		return fmt.Errorf("check PIN: %w", err)
 	}
 	if len(data) != 33 {
 		return fmt.Errorf("PIN object holds %d bytes, want 33", len(data))
 	}
-	a.pin.length = int(data[32])
-	a.pin.consecutive = 0
-	return a.setRetries(maxPINRetries)
+	c.length = int(data[32])
+	c.consecutive = 0
+	return c.setRetries(maxPINRetries)
+}
+
+// miss counts a wrong PIN (its retry is already spent) and says what the
+// platform may do next (§6.5.5.7 step 4).
+func (c *clientPIN) miss() error {
+	c.consecutive++
+	if c.retries == 0 {
+		return ErrPinBlocked
+	}
+	if c.consecutive >= maxConsecutiveMisses {
+		return ErrPinAuthBlocked
+	}
+	return ErrPinInvalid
 }
 
 // daReporter is a TPM that reports its dictionary-attack state (*tpm.TPM
@@ -423,16 +528,18 @@ type daReporter interface {
 	DictionaryAttackStatus() (tpm.DAStatus, error)
 }
 
-// daStatus reads the TPM's dictionary-attack state; known is false when
+// TPMLockout is the TPM's dictionary-attack state; known is false when
 // the TPM cannot tell.
-func (a *Authenticator) daStatus() (st tpm.DAStatus, known bool) {
-	r, ok := a.tpm.(daReporter)
+func (c *clientPIN) TPMLockout() (st tpm.DAStatus, known bool) { return c.daStatus() }
+
+func (c *clientPIN) daStatus() (st tpm.DAStatus, known bool) {
+	r, ok := c.tpm.(daReporter)
 	if !ok {
 		return tpm.DAStatus{}, false
 	}
 	st, err := r.DictionaryAttackStatus()
 	if err != nil {
-		a.log.Warn("could not read the TPM's dictionary-attack status", "err", err)
+		c.log.Warn("could not read the TPM's dictionary-attack status", "err", err)
 		return tpm.DAStatus{}, false
 	}
 	return st, true
@@ -455,13 +562,13 @@ func (e *tpmLockoutError) Unwrap() error { return ErrPinAuthBlocked }
 // tpmLockout logs a refused PIN check and returns its error. raced says
 // the TPM answered TPM_RC_LOCKOUT although it was not in lockout just
 // before.
-func (a *Authenticator) tpmLockout(st tpm.DAStatus, known, raced bool) error {
-	e := &tpmLockoutError{status: st, known: known, at: a.now()}
+func (c *clientPIN) tpmLockout(st tpm.DAStatus, known, raced bool) error {
+	e := &tpmLockoutError{status: st, known: known, at: c.now()}
 	within, recovers := st.RecoversWithin()
-	a.log.Warn("PIN not checked: the TPM is in dictionary-attack lockout (TPM-wide); no PIN retry was used",
+	c.log.Warn("PIN not checked: the TPM is in dictionary-attack lockout (TPM-wide); no PIN retry was used",
 		"failed_tries", st.Counter, "max_tries", st.MaxTries, "status_known", known,
 		"recovers_within", within, "recovers_without_reset", known && recovers,
-		"locked_during_check", raced, "pin_retries", a.pin.retries)
+		"locked_during_check", raced, "pin_retries", c.retries)
 	return e
 }
 
@@ -483,168 +590,4 @@ func lockoutText(st tpm.DAStatus, known bool, now time.Time) string {
 	}
 	return head + fmt.Sprintf("until about %s (within %v of TPM uptime) or until its owner resets it",
 		now.Add(d).Format(layout), d) + tail
-}
-
-// getPinToken is §6.5.5.7 (getPinToken, and with permissions when
-// withPermissions).
-func (a *Authenticator) getPinToken(req *ClientPINRequest, withPermissions bool) (*ClientPINResponse, error) {
-	if req.KeyAgreement == nil || req.PinHashEnc == nil {
-		return nil, ErrMissingParameter
-	}
-	perms := pinuv.PermMakeCredential | pinuv.PermGetAssertion // what legacy getPinToken grants
-	rpID := ""
-	if withPermissions {
-		if req.Permissions == nil {
-			return nil, ErrMissingParameter
-		}
-		if *req.Permissions == 0 || *req.Permissions > 0xff {
-			return nil, ErrInvalidParameter
-		}
-		perms = pinuv.Permission(*req.Permissions)
-		if err := a.checkPermissions(perms); err != nil {
-			return nil, err
-		}
-		if req.RPID != nil {
-			rpID = *req.RPID
-		}
-	} else if req.Permissions != nil || req.RPID != nil {
-		return nil, ErrInvalidParameter
-	}
-	p, s, err := a.sharedSecret(req)
-	if err != nil {
-		return nil, err
-	}
-	if !a.pinSet() {
-		return nil, ErrPinNotSet
-	}
-	if err := a.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
-		return nil, err
-	}
-	if a.cfg.ForcePINChange {
-		return nil, ErrPinPolicyViolation
-	}
-	return a.issueToken(p, s, perms, rpID, false)
-}
-
-// issueToken makes a new pinUvAuthToken and returns it encrypted.
-func (a *Authenticator) issueToken(p pinuv.Protocol, s pinuv.SharedSecret, perms pinuv.Permission, rpID string, userPresent bool) (*ClientPINResponse, error) {
-	if err := a.pin.token.Reset(); err != nil {
-		return nil, err
-	}
-	a.pin.tokenAccount = nil
-	a.pin.token.Begin(userPresent, perms, rpID)
-	a.pin.tokenProtocol = p.Version()
-	enc, err := p.Encrypt(s, a.pin.token.Value())
-	if err != nil {
-		return nil, fmt.Errorf("encrypt token: %w", err)
-	}
-	return &ClientPINResponse{PinUvAuthToken: enc}, nil
-}
-
-// checkPermissions refuses permissions for features this authenticator
-// does not have (§6.5.5.7 step 3: CTAP2_ERR_UNAUTHORIZED_PERMISSION).
-func (a *Authenticator) checkPermissions(perms pinuv.Permission) error {
-	supported := pinuv.PermMakeCredential | pinuv.PermGetAssertion | pinuv.PermAuthenticatorConfig | a.extraPermissions
-	if perms&^supported != 0 {
-		return ErrUnauthorizedPermission
-	}
-	return nil
-}
-
-// builtInUV reports whether the prompt can do user verification (the
-// person types the PIN into it) and a PIN exists to check.
-func (a *Authenticator) builtInUV() bool {
-	_, ok := a.prompter.(prompt.PINEntry)
-	return ok
-}
-
-// verifyUser runs built-in UV: the prompt asks for the device PIN, the
-// TPM checks it like clientPIN, with the same counters.
-func (a *Authenticator) verifyUser(ctx context.Context, req prompt.Request) error {
-	pe, ok := a.prompter.(prompt.PINEntry)
-	if !ok || !a.pinSet() {
-		return ErrNotAllowed
-	}
-	if a.pin.retries == 0 {
-		return ErrPinBlocked
-	}
-	if a.pin.consecutive >= maxConsecutiveMisses {
-		return ErrPinAuthBlocked
-	}
-	// A TPM in lockout cannot check the PIN: the prompt says so and when
-	// it recovers. The PIN is still asked for, and checkPINHash asks the
-	// TPM again once it is typed (the lockout may have been reset
-	// meanwhile); a lockout costs no retry either way.
-	if st, known := a.daStatus(); known && st.Locked() {
-		req.Notice = lockoutText(st, known, a.now())
-	}
-	ctaphid.SetStatus(ctx, ctaphid.StatusUPNeeded)
-	defer ctaphid.SetStatus(ctx, ctaphid.StatusProcessing)
-	pctx, cancel := context.WithTimeout(ctx, prompt.Timeout)
-	defer cancel()
-	pin, err := pe.EnterPIN(pctx, req, a.pin.retries)
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		return ErrKeepaliveCancel
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, prompt.ErrTimeout):
-		return ErrUserActionTimeout
-	default:
-		return ErrOperationDenied
-	}
-	err = a.checkPINHash(pinHash(pin))
-	switch {
-	case errors.Is(err, ErrPinInvalid):
-		return ErrUVInvalid
-	case errors.Is(err, ErrPinBlocked), errors.Is(err, ErrPinAuthBlocked):
-		return ErrUVBlocked
-	}
-	return err
-}
-
-// getPinUvAuthTokenUsingUv is §6.5.5.7.3: the token after built-in UV.
-func (a *Authenticator) getPinUvAuthTokenUsingUv(ctx context.Context, req *ClientPINRequest) (*ClientPINResponse, error) {
-	if req.KeyAgreement == nil || req.Permissions == nil {
-		return nil, ErrMissingParameter
-	}
-	if *req.Permissions == 0 || *req.Permissions > 0xff {
-		return nil, ErrInvalidParameter
-	}
-	perms := pinuv.Permission(*req.Permissions)
-	if err := a.checkPermissions(perms); err != nil {
-		return nil, err
-	}
-	p, s, err := a.sharedSecret(req)
-	if err != nil {
-		return nil, err
-	}
-	if !a.builtInUV() {
-		return nil, ErrInvalidSubcommand
-	}
-	if !a.pinSet() {
-		return nil, ErrNotAllowed
-	}
-	rpID := ""
-	if req.RPID != nil {
-		rpID = *req.RPID
-	}
-	// A token for signing in to an RP with a single passkey: the prompt
-	// names that account, so typing the PIN chooses it (userSelected).
-	var account *keystore.Credential
-	if rpID != "" && perms&pinuv.PermGetAssertion != 0 && perms&pinuv.PermMakeCredential == 0 {
-		account = a.soleAccount(rpID)
-	}
-	pr := prompt.Request{Operation: prompt.OpVerify, RPID: rpID}
-	if account != nil {
-		pr.UserName = account.UserName
-	}
-	if err := a.verifyUser(ctx, pr); err != nil {
-		return nil, err
-	}
-	// Typing the PIN into the prompt is also presence.
-	resp, err := a.issueToken(p, s, perms, rpID, true)
-	if err == nil && account != nil {
-		a.pin.tokenAccount = account.ID
-	}
-	return resp, err
 }

@@ -20,19 +20,19 @@ import (
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
-// pinTPM is the shared simulator with wrong PINs refused in front of it:
+// kitPINTPM is the shared simulator with wrong PINs refused in front of it:
 // UnsealWithPIN answers tpm.ErrPINMismatch itself for a pinAuth other than
 // the one the PIN object was created with, as the TPM would, so that
 // these tests' wrong PINs do not run up the simulator's dictionary-attack
 // counter (a process-wide lockout for every other test). The right PIN
 // goes to the TPM. internal/hardware/tpm tests the TPM's own check.
-type pinTPM struct {
+type kitPINTPM struct {
 	*tpm.TPM
 	mu   sync.Mutex
 	auth map[string][]byte // PIN object blob → its pinAuth
 }
 
-func (f *pinTPM) CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error) {
+func (f *kitPINTPM) CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error) {
 	blob, err := f.TPM.CreatePINObject(pinAuth, secret)
 	if err == nil {
 		f.mu.Lock()
@@ -42,12 +42,12 @@ func (f *pinTPM) CreatePINObject(pinAuth, secret []byte) (tpm.KeyBlob, error) {
 	return blob, err
 }
 
-func (f *pinTPM) UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error) {
+func (f *kitPINTPM) UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error) {
 	f.mu.Lock()
 	want, ok := f.auth[string(blob)]
 	f.mu.Unlock()
 	if !ok {
-		return nil, errors.New("pinTPM: a PIN object it did not create")
+		return nil, errors.New("kitPINTPM: a PIN object it did not create")
 	}
 	if !bytes.Equal(want, pinAuth) {
 		return nil, fmt.Errorf("unseal with PIN: %w", tpm.ErrPINMismatch)
@@ -55,7 +55,7 @@ func (f *pinTPM) UnsealWithPIN(blob tpm.KeyBlob, pinAuth []byte) ([]byte, error)
 	return f.TPM.UnsealWithPIN(blob, pinAuth)
 }
 
-// kitEnvPrompt is a fresh authenticator on pinTPM prompting through pr
+// kitEnvPrompt is a fresh authenticator on kitPINTPM prompting through pr
 // (a testPrompter when nil) and a platform on it over PIN/UV auth
 // protocol version.
 func kitEnvPrompt(t *testing.T, version int, pr prompt.Prompter) (*testEnv, *ctaptest.Client) {
@@ -64,7 +64,7 @@ func kitEnvPrompt(t *testing.T, version int, pr prompt.Prompter) (*testEnv, *cta
 	if pr == nil {
 		pr = e.prompt
 	}
-	a, err := New(Config{TPM: &pinTPM{TPM: sharedTPM, auth: map[string][]byte{}}, Store: e.store, Prompt: pr, Now: e.clock.Now})
+	a, err := New(Config{TPM: &kitPINTPM{TPM: sharedTPM, auth: map[string][]byte{}}, Store: e.store, Prompt: pr, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestKitSetPIN(t *testing.T) {
 			offCurve := s.PublicKey
 			offCurve.Y = bytes.Repeat([]byte{1}, 32)
 			wantStatus(t, "key agreement key off the curve", ctaptest.Status(c.Raw(t, CmdClientPIN, map[int]any{1: version, 2: pinSetPIN, 3: offCurve, 4: bad, 5: enc})[0]), ErrInvalidParameter)
-			if e.a.pinSet() {
+			if e.a.pin.IsSet() {
 				t.Fatal("a refused setPIN set a PIN")
 			}
 

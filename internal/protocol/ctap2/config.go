@@ -22,42 +22,112 @@ const (
 // maxMinPINLengthRPIDs bounds setMinPINLength's RP list (getInfo 0x10).
 const maxMinPINLengthRPIDs = 8
 
-const valueConfig = "config"
-
-// deviceConfig is the durable configuration authenticatorConfig changes.
-type deviceConfig struct {
+// pinPolicy is the durable configuration authenticatorConfig changes; all
+// of it is PIN/UV policy (§6.11.2 alwaysUv, §6.11.4 setMinPINLength), so
+// the PIN/UV authority owns it. The store value keeps its CBOR layout.
+type pinPolicy struct {
 	MinPINLength      int      `cbor:"1,keyasint"`
 	ForcePINChange    bool     `cbor:"2,keyasint"`
 	MinPINLengthRPIDs []string `cbor:"3,keyasint,omitempty"`
 	AlwaysUV          bool     `cbor:"4,keyasint"`
 }
 
-func (a *Authenticator) loadConfig() error {
-	a.cfg = deviceConfig{MinPINLength: defaultMinPINLength}
-	b, err := a.store.Get(valueConfig)
+func (c *clientPIN) loadPolicy() error {
+	c.policy = pinPolicy{MinPINLength: defaultMinPINLength}
+	b, err := c.store.Get(c.values.Policy)
 	if errors.Is(err, keystore.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
-	var c deviceConfig
-	if err := decMode.Unmarshal(b, &c); err != nil || c.MinPINLength < defaultMinPINLength || c.MinPINLength > maxPINBytes {
+	var p pinPolicy
+	if err := decMode.Unmarshal(b, &p); err != nil || p.MinPINLength < defaultMinPINLength || p.MinPINLength > maxPINBytes {
 		return fmt.Errorf("configuration in the store is damaged: %v", err)
 	}
-	a.cfg = c
+	c.policy = p
 	return nil
 }
 
-func (a *Authenticator) saveConfig() error {
-	b, err := marshal(a.cfg)
+func (c *clientPIN) savePolicy() error {
+	b, err := marshal(c.policy)
 	if err != nil {
 		return err
 	}
-	if err := a.store.Put(valueConfig, b); err != nil {
+	if err := c.store.Put(c.values.Policy, b); err != nil {
 		return fmt.Errorf("store configuration: %w", err)
 	}
 	return nil
+}
+
+// AlwaysUV is the alwaysUv option (§7.2.2).
+func (c *clientPIN) AlwaysUV() bool { return c.policy.AlwaysUV }
+
+// MinPINLength is the current minimum PIN length in code points (§6.11.4).
+func (c *clientPIN) MinPINLength() int { return c.policy.MinPINLength }
+
+// ForcePINChange: the PIN must be changed before a token is issued
+// (getInfo 0x0C).
+func (c *clientPIN) ForcePINChange() bool { return c.policy.ForcePINChange }
+
+// MinPINLengthFor is the minPinLength extension's output for rpID: the
+// minimum, when setMinPINLength listed the RP (§12.4).
+func (c *clientPIN) MinPINLengthFor(rpID string) (int, bool) {
+	for _, id := range c.policy.MinPINLengthRPIDs {
+		if id == rpID {
+			return c.policy.MinPINLength, true
+		}
+	}
+	return 0, false
+}
+
+// Protected: a PIN is set or alwaysUv is on, so commands that change the
+// authenticator need a pinUvAuthToken (§6.10.3, §6.11).
+func (c *clientPIN) Protected() bool { return c.IsSet() || c.policy.AlwaysUV }
+
+func (c *clientPIN) setForcePINChange(v bool) error {
+	c.policy.ForcePINChange = v
+	return c.savePolicy()
+}
+
+// ToggleAlwaysUV is toggleAlwaysUv (§6.11.2).
+func (c *clientPIN) ToggleAlwaysUV() error {
+	c.policy.AlwaysUV = !c.policy.AlwaysUV
+	c.log.Info("alwaysUv toggled", "alwaysUv", c.policy.AlwaysUV)
+	return c.savePolicy()
+}
+
+// SetMinPINLength is setMinPINLength (§6.11.4).
+func (c *clientPIN) SetMinPINLength(p setMinPINLengthParams) error {
+	newMin := c.policy.MinPINLength
+	if p.NewMinPINLength != nil {
+		if *p.NewMinPINLength > maxPINBytes {
+			return ErrPinPolicyViolation
+		}
+		newMin = int(*p.NewMinPINLength)
+	}
+	// The minimum only ever grows (reset restores the default).
+	if newMin < c.policy.MinPINLength {
+		return ErrPinPolicyViolation
+	}
+	if len(p.MinPinLengthRPIDs) > maxMinPINLengthRPIDs {
+		return ErrKeyStoreFull
+	}
+	force := p.ForceChangePin != nil && *p.ForceChangePin
+	if force && !c.IsSet() {
+		return ErrPinNotSet
+	}
+	c.policy.MinPINLength = newMin
+	if p.MinPinLengthRPIDs != nil {
+		c.policy.MinPINLengthRPIDs = p.MinPinLengthRPIDs
+	}
+	// The PIN's length is known from its last check (a token needed it);
+	// a PIN shorter than the new minimum must be changed.
+	if force || (c.IsSet() && c.length < newMin) {
+		c.policy.ForcePINChange = true
+	}
+	c.log.Info("PIN policy changed", "minPINLength", newMin, "forcePINChange", c.policy.ForcePINChange)
+	return c.savePolicy()
 }
 
 // ConfigRequest is authenticatorConfig's parameter map.
@@ -87,69 +157,27 @@ func (a *Authenticator) authenticatorConfig(params []byte) error {
 	// A protected authenticator changes its configuration only for a
 	// pinUvAuthToken with the acfg permission, over
 	// 32×0xff || 0x0d || subCommand || subCommandParams.
-	if a.pinSet() || a.cfg.AlwaysUV || req.PinUvAuthParam != nil {
-		if req.PinUvAuthParam == nil {
-			return ErrPUATRequired
-		}
-		p, err := a.protocol(req.PinUvAuthProtocol)
-		if err != nil {
-			return err
-		}
+	if a.pin.Protected() || req.PinUvAuthParam != nil {
 		msg := append(bytes.Repeat([]byte{0xff}, 32), CmdConfig, byte(*req.SubCommand))
 		msg = append(msg, req.SubCommandParams...)
-		if p.Version() != a.pin.tokenProtocol || !a.pin.token.Verify(p, msg, req.PinUvAuthParam) || a.pin.token.Permissions()&pinuv.PermAuthenticatorConfig == 0 {
-			return ErrPinAuthInvalid
+		if err := a.pin.Authorize(pinuv.PermAuthenticatorConfig, "", msg, req.PinUvAuthParam, req.PinUvAuthProtocol); err != nil {
+			return err
 		}
 	}
 	switch *req.SubCommand {
 	case cfgToggleAlwaysUv:
-		a.cfg.AlwaysUV = !a.cfg.AlwaysUV
-		a.log.Info("alwaysUv toggled", "alwaysUv", a.cfg.AlwaysUV)
-		return a.saveConfig()
+		return a.pin.ToggleAlwaysUV()
 	case cfgSetMinPINLength:
-		return a.setMinPINLength(req.SubCommandParams)
+		var p setMinPINLengthParams
+		if len(req.SubCommandParams) > 0 {
+			if err := decodeParams(req.SubCommandParams, &p); err != nil {
+				return err
+			}
+		}
+		return a.pin.SetMinPINLength(p)
 	default:
 		// Enterprise attestation and vendor prototypes are not
 		// implemented.
 		return ErrInvalidSubcommand
 	}
-}
-
-// setMinPINLength is §6.11.4.
-func (a *Authenticator) setMinPINLength(raw []byte) error {
-	var p setMinPINLengthParams
-	if len(raw) > 0 {
-		if err := decodeParams(raw, &p); err != nil {
-			return err
-		}
-	}
-	newMin := a.cfg.MinPINLength
-	if p.NewMinPINLength != nil {
-		if *p.NewMinPINLength > maxPINBytes {
-			return ErrPinPolicyViolation
-		}
-		newMin = int(*p.NewMinPINLength)
-	}
-	// The minimum only ever grows (reset restores the default).
-	if newMin < a.cfg.MinPINLength {
-		return ErrPinPolicyViolation
-	}
-	if len(p.MinPinLengthRPIDs) > maxMinPINLengthRPIDs {
-		return ErrKeyStoreFull
-	}
-	force := p.ForceChangePin != nil && *p.ForceChangePin
-	if force && !a.pinSet() {
-		return ErrPinNotSet
-	}
-	a.cfg.MinPINLength = newMin
-	if p.MinPinLengthRPIDs != nil {
-		a.cfg.MinPINLengthRPIDs = p.MinPinLengthRPIDs
-	}
-	// The PIN's length is known from its last check (a token needed it);
-	// a PIN shorter than the new minimum must be changed.
-	if force || (a.pinSet() && a.pin.length < newMin) {
-		a.cfg.ForcePINChange = true
-	}
-	a.log.Info("PIN policy changed", "minPINLength", newMin, "forcePINChange", a.cfg.ForcePINChange)
-	return a.saveConfig()
 }

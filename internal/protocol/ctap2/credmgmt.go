@@ -107,43 +107,49 @@ func (a *Authenticator) credentialManagement(params []byte, channel uint32) ([]b
 		return a.cmNextRP()
 	case cmEnumerateCredentialsGetNextCredential:
 		return a.cmNextCredential()
-	case cmGetCredsMetadata, cmEnumerateRPsBegin, cmEnumerateCredentialsBegin, cmDeleteCredential, cmUpdateUserInformation:
-	default:
-		return nil, ErrInvalidSubcommand
 	}
-	// Parameters first, then authorisation (§6.8.2 ff.).
-	switch sub {
-	case cmEnumerateCredentialsBegin:
-		if p.RPIDHash == nil {
-			return nil, ErrMissingParameter
-		}
-	case cmDeleteCredential:
-		if p.CredentialID == nil || p.CredentialID.ID == nil {
-			return nil, ErrMissingParameter
-		}
-	case cmUpdateUserInformation:
-		if p.CredentialID == nil || p.CredentialID.ID == nil || p.User == nil || p.User.ID == nil {
-			return nil, ErrMissingParameter
-		}
-	}
-	// Every subcommand that starts something is authorised by a token
-	// with the cm permission over subCommand || subCommandParams.
-	if req.PinUvAuthParam == nil {
-		return nil, ErrPUATRequired
-	}
-	proto, err := a.protocol(req.PinUvAuthProtocol)
-	if err != nil {
+	// Parameters first, then authorisation (§6.8.2 ff.): every
+	// subcommand that starts something is authorised by a token with the
+	// cm permission over subCommand || subCommandParams.
+	if err := p.validate(sub); err != nil {
 		return nil, err
 	}
 	msg := append([]byte{byte(sub)}, req.SubCommandParams...)
-	t := a.pin.token
-	if proto.Version() != a.pin.tokenProtocol || !t.Verify(proto, msg, req.PinUvAuthParam) || t.Permissions()&pinuv.PermCredentialManagement == 0 {
-		return nil, ErrPinAuthInvalid
+	if err := a.pin.Authorize(pinuv.PermCredentialManagement, "", msg, req.PinUvAuthParam, req.PinUvAuthProtocol); err != nil {
+		return nil, err
 	}
+	return a.cmStart(sub, &p)
+}
+
+// validate checks that sub is a subcommand that starts something and
+// that its parameters are present (§6.8.2-6).
+func (p *credMgmtParams) validate(sub uint64) error {
+	switch sub {
+	case cmGetCredsMetadata, cmEnumerateRPsBegin:
+	case cmEnumerateCredentialsBegin:
+		if p.RPIDHash == nil {
+			return ErrMissingParameter
+		}
+	case cmDeleteCredential:
+		if p.CredentialID == nil || p.CredentialID.ID == nil {
+			return ErrMissingParameter
+		}
+	case cmUpdateUserInformation:
+		if p.CredentialID == nil || p.CredentialID.ID == nil || p.User == nil || p.User.ID == nil {
+			return ErrMissingParameter
+		}
+	default:
+		return ErrInvalidSubcommand
+	}
+	return nil
+}
+
+// cmStart runs an authorised subcommand.
+func (a *Authenticator) cmStart(sub uint64, p *credMgmtParams) ([]byte, error) {
 	switch sub {
 	case cmGetCredsMetadata, cmEnumerateRPsBegin:
 		// Whole-authenticator views need a token not bound to one RP.
-		if t.RPID() != "" {
+		if !a.pin.PermitsRP("") {
 			return nil, ErrPinAuthInvalid
 		}
 		if sub == cmGetCredsMetadata {
@@ -157,12 +163,6 @@ func (a *Authenticator) credentialManagement(params []byte, channel uint32) ([]b
 	default:
 		return nil, a.cmUpdateUser(p.CredentialID.ID, p.User)
 	}
-}
-
-// tokenAllowsRP: an RP-bound token manages only that RP's credentials.
-func (a *Authenticator) tokenAllowsRP(rpID string) bool {
-	bound := a.pin.token.RPID()
-	return bound == "" || bound == rpID
 }
 
 func (a *Authenticator) allCredentials() ([]*keystore.Credential, error) {
@@ -230,7 +230,7 @@ func (a *Authenticator) cmCredentialsBegin(rpIDHash []byte) ([]byte, error) {
 	if len(creds) == 0 {
 		return nil, ErrNoCredentials
 	}
-	if !a.tokenAllowsRP(creds[0].RPID) {
+	if !a.pin.PermitsRP(creds[0].RPID) {
 		return nil, ErrPinAuthInvalid
 	}
 	a.cm.creds = creds[1:]
@@ -282,7 +282,7 @@ func (a *Authenticator) storedCredential(id []byte) (*keystore.Credential, error
 	if err != nil {
 		return nil, fmt.Errorf("read credential: %w", err)
 	}
-	if !a.tokenAllowsRP(c.RPID) {
+	if !a.pin.PermitsRP(c.RPID) {
 		return nil, ErrPinAuthInvalid
 	}
 	return c, nil

@@ -21,7 +21,7 @@ func TestCredMgmtLargeBlobKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.a, e.prompt = a, &p.testPrompter
-	if err := a.installPIN(p.pin); err != nil {
+	if err := a.pin.installPIN(p.pin); err != nil {
 		t.Fatal(err)
 	}
 	mc := mcParams("lb.example", []byte("u-ivy"), true)

@@ -65,7 +65,7 @@ func (a *Authenticator) parseHMACSecret(raw cbor.RawMessage) (*hmacSecretRequest
 	if in.PinUvAuthProtocol != nil {
 		version = *in.PinUvAuthProtocol
 	}
-	p, err := a.protocol(&version)
+	p, err := a.pin.Protocol(&version)
 	if err != nil {
 		return nil, err
 	}
@@ -183,10 +183,8 @@ func (a *Authenticator) mcExtensionOutputs(e mcExtensions, rpID string, rk bool,
 		out[extCredBlob] = rk && len(e.credBlob) <= maxCredBlobLength
 	}
 	if e.minPINLength {
-		for _, id := range a.cfg.MinPINLengthRPIDs {
-			if id == rpID {
-				out[extMinPINLength] = a.cfg.MinPINLength
-			}
+		if n, ok := a.pin.MinPINLengthFor(rpID); ok {
+			out[extMinPINLength] = n
 		}
 	}
 	if len(out) == 0 {

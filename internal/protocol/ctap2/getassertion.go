@@ -11,6 +11,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -77,152 +78,228 @@ func (a *Authenticator) soleAccount(rpID string) *keystore.Credential {
 	return stored[0]
 }
 
-// getAssertion is authenticatorGetAssertion (CTAP 2.1 §6.2.2).
-func (a *Authenticator) getAssertion(ctx context.Context, params []byte) ([]byte, error) {
-	var req GetAssertionRequest
-	if err := decodeParams(params, &req); err != nil {
-		return nil, err
-	}
-	if req.RPID == nil || req.ClientDataHash == nil {
-		return nil, ErrMissingParameter
-	}
-	if len(req.ClientDataHash) != clientHashLen {
-		return nil, ErrInvalidLength
-	}
-	up, uvOption := true, false
-	for name, v := range req.Options {
-		switch name {
-		case "rk":
-			return nil, ErrUnsupportedOption // step 5: rk is not a getAssertion option
-		case "up":
-			up = v
-		case "uv":
-			uvOption = v
+// getAssertion is authenticatorGetAssertion (CTAP 2.1 §6.2.2): the steps
+// of getAssertionState in the section's order; the step numbers in the
+// comments are that section's.
+func (a *Authenticator) getAssertion(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
+	s := &getAssertionState{a: a, ctx: ctx, tx: tx}
+	for _, step := range []func() error{
+		func() error { return s.parse(params) },
+		s.validate,
+		s.readDiscoverable,
+		s.authorize,
+		s.locateCredentials,
+		s.collectPresence,
+	} {
+		if err := step(); err != nil {
+			return nil, err
 		}
 	}
-	rpID := *req.RPID
-	rpIDHash := sha256.Sum256([]byte(rpID))
-	exts, err := a.parseGAExtensions(req.Extensions)
-	if err != nil {
-		return nil, err
+	return s.respond()
+}
+
+// getAssertionState is one getAssertion request on its way through the
+// steps: the parsed parameters first, then what each step established.
+type getAssertionState struct {
+	a   *Authenticator
+	ctx context.Context
+	tx  ctaphid.Transaction
+
+	// Parameters (parse, validate).
+	req      GetAssertionRequest
+	rpID     string
+	rpIDHash []byte
+	up       bool // the up option (default true)
+	uvOption bool
+	exts     gaExtensions
+
+	// discoverable: no allow list, so the RP's discoverable credentials
+	// (stored) are the candidates.
+	discoverable bool
+	stored       []*keystore.Credential
+	uvPrompt     prompt.Request
+
+	auth     userAuth              // authorize
+	creds    []assertionCredential // locateCredentials
+	flags    byte                  // collectPresence: UP and UV
+	selected bool                  // collectPresence: userSelected
+}
+
+// parse decodes the parameters and checks that the required ones are
+// present and of the right length (§6.2.1).
+func (s *getAssertionState) parse(params []byte) error {
+	if err := decodeParams(params, &s.req); err != nil {
+		return err
+	}
+	if s.req.RPID == nil || s.req.ClientDataHash == nil {
+		return ErrMissingParameter
+	}
+	if len(s.req.ClientDataHash) != clientHashLen {
+		return ErrInvalidLength
+	}
+	s.rpID = *s.req.RPID
+	h := sha256.Sum256([]byte(s.rpID))
+	s.rpIDHash = h[:]
+	return nil
+}
+
+// validate is step 5 (options) and the extension inputs.
+func (s *getAssertionState) validate() error {
+	s.up = true
+	for name, v := range s.req.Options {
+		switch name {
+		case "rk":
+			return ErrUnsupportedOption // step 5: rk is not a getAssertion option
+		case "up":
+			s.up = v
+		case "uv":
+			s.uvOption = v
+		}
+	}
+	var err error
+	if s.exts, err = s.a.parseGAExtensions(s.req.Extensions); err != nil {
+		return err
 	}
 	// A silent assertion (up=false) proves that a credential exists and
 	// releases nothing bound to it. hmac-secret is the key LUKS, age and
 	// password managers use: deriving it without a touch would let any
 	// process that can open the device take it, so the request fails
 	// (as OpenSK does) before any credential is looked up.
-	if !up && exts.hmacSecret != nil {
-		return nil, ErrUnsupportedOption
+	if !s.up && s.exts.hmacSecret != nil {
+		return ErrUnsupportedOption
 	}
-	// Without an allow list the RP's discoverable credentials are read
-	// before the PIN/UV steps, so that a UV prompt can name the account
-	// when there is only one.
-	discoverable := len(req.AllowList) == 0
-	var stored []*keystore.Credential
-	if discoverable {
-		stored, err = a.store.CredentialsByRP(rpID)
-		if err != nil {
-			// A damaged record costs only itself: serve the readable ones.
-			if !errors.Is(err, keystore.ErrCorrupt) {
-				return nil, fmt.Errorf("list credentials: %w", err)
-			}
-			a.log.Error("some credentials of this RP are unreadable", "err", err)
-		}
-	}
-	uvPrompt := prompt.Request{Operation: prompt.OpSignIn, RPID: rpID}
-	if len(stored) == 1 {
-		uvPrompt.UserName = stored[0].UserName
-	}
-	auth, err := a.authorize(ctx, authRequest{
-		rpID:              rpID,
-		clientDataHash:    req.ClientDataHash,
-		pinUvAuthParam:    req.PinUvAuthParam,
-		pinUvAuthProtocol: req.PinUvAuthProtocol,
-		uvOption:          uvOption,
-		permission:        pinuv.PermGetAssertion,
-		prompt:            uvPrompt,
-	})
-	if err != nil {
-		return nil, err
-	}
-	uv := auth.uv
+	return nil
+}
 
-	// Step 7: locate the applicable credentials.
-	var creds []assertionCredential
-	if !discoverable {
-		for _, d := range req.AllowList {
+// readDiscoverable reads, without an allow list, the RP's discoverable
+// credentials before the PIN/UV steps, so that a UV prompt can name the
+// account when there is only one.
+func (s *getAssertionState) readDiscoverable() error {
+	s.discoverable = len(s.req.AllowList) == 0
+	s.uvPrompt = prompt.Request{Operation: prompt.OpSignIn, RPID: s.rpID}
+	if !s.discoverable {
+		return nil
+	}
+	var err error
+	s.stored, err = s.a.store.CredentialsByRP(s.rpID)
+	if err != nil {
+		// A damaged record costs only itself: serve the readable ones.
+		if !errors.Is(err, keystore.ErrCorrupt) {
+			return fmt.Errorf("list credentials: %w", err)
+		}
+		s.a.log.Error("some credentials of this RP are unreadable", "err", err)
+	}
+	if len(s.stored) == 1 {
+		s.uvPrompt.UserName = s.stored[0].UserName
+	}
+	return nil
+}
+
+// authorize is steps 1-2 and 5-6: PIN/UV, decided by the PIN/UV
+// authority.
+func (s *getAssertionState) authorize() error {
+	var err error
+	s.auth, err = s.a.authorize(s.ctx, s.tx, authRequest{
+		rpID:              s.rpID,
+		clientDataHash:    s.req.ClientDataHash,
+		pinUvAuthParam:    s.req.PinUvAuthParam,
+		pinUvAuthProtocol: s.req.PinUvAuthProtocol,
+		uvOption:          s.uvOption,
+		permission:        pinuv.PermGetAssertion,
+		prompt:            s.uvPrompt,
+	})
+	return err
+}
+
+// locateCredentials is step 7: the first usable credential of the allow
+// list, or the RP's discoverable credentials that credProtect lets out.
+func (s *getAssertionState) locateCredentials() error {
+	uv := s.auth.uv
+	if !s.discoverable {
+		for _, d := range s.req.AllowList {
 			if d.Type == nil || d.ID == nil {
-				return nil, ErrMissingParameter
+				return ErrMissingParameter
 			}
-			if *d.Type != credentialTypePublicKey || len(creds) > 0 {
+			if *d.Type != credentialTypePublicKey || len(s.creds) > 0 {
 				continue
 			}
-			if c, ok := a.findCredential(d.ID, rpIDHash[:], uv); ok {
-				creds = append(creds, c)
+			if c, ok := s.a.findCredential(d.ID, s.rpIDHash, uv); ok {
+				s.creds = append(s.creds, c)
 			}
 		}
 	} else {
-		for _, s := range stored {
+		for _, c := range s.stored {
 			// Without an allow list, credProtect 2 and 3 both need UV.
-			if s.CredProtect >= credProtectUVOptionalWithList && !uv {
+			if c.CredProtect >= credProtectUVOptionalWithList && !uv {
 				continue
 			}
-			creds = append(creds, assertionCredential{id: s.ID, blob: s.KeyBlob, hmacSecret: s.HMACSecret, stored: s})
+			s.creds = append(s.creds, assertionCredential{id: c.ID, blob: c.KeyBlob, hmacSecret: c.HMACSecret, stored: c})
 		}
 	}
-	if len(creds) == 0 {
-		return nil, ErrNoCredentials
+	if len(s.creds) == 0 {
+		return ErrNoCredentials
 	}
-	// Step 9: user presence, unless the RP asked for a silent assertion.
-	// selected: the presence came from a prompt that named the one
-	// account found, approved by a person (CTAP 2.1 userSelected).
-	one := discoverable && len(creds) == 1 && creds[0].stored != nil
-	selected := false
-	flags := uvFlag(uv)
-	if up && auth.up {
-		flags |= flagUP
-		if auth.tokenUsed {
-			selected = one && bytes.Equal(a.pin.tokenAccount, creds[0].id)
+	return nil
+}
+
+// collectPresence is step 9: user presence, unless the RP asked for a
+// silent assertion, and the token's flags cleared after it. selected: the
+// presence came from a prompt that named the one account found, approved
+// by a person (CTAP 2.1 userSelected).
+func (s *getAssertionState) collectPresence() error {
+	a := s.a
+	one := s.discoverable && len(s.creds) == 1 && s.creds[0].stored != nil
+	s.flags = uvFlag(s.auth.uv)
+	switch {
+	case s.up && s.auth.up:
+		s.flags |= flagUP
+		if s.auth.tokenUsed {
+			s.selected = one && bytes.Equal(a.pin.TokenAccount(), s.creds[0].id)
 		} else {
-			selected = one && uvPrompt.UserName != "" && bytes.Equal(stored[0].ID, creds[0].id)
+			s.selected = one && s.uvPrompt.UserName != "" && bytes.Equal(s.stored[0].ID, s.creds[0].id)
 		}
-	} else if up {
+	case s.up:
 		name := ""
-		if len(creds) == 1 && creds[0].stored != nil {
-			name = creds[0].stored.UserName
+		if len(s.creds) == 1 && s.creds[0].stored != nil {
+			name = s.creds[0].stored.UserName
 		}
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpSignIn, RPID: rpID, UserName: name}); err != nil {
-			return nil, err
+		if err := a.userPresence(s.ctx, s.tx, prompt.Request{Operation: prompt.OpSignIn, RPID: s.rpID, UserName: name}); err != nil {
+			return err
 		}
-		flags |= flagUP
-		selected = one && name != ""
+		s.flags |= flagUP
+		s.selected = one && name != ""
 	}
-	if up {
-		a.consumeToken(auth, false)
+	if s.up {
+		a.consumeToken(s.auth, false)
 	}
 	if _, approveAll := a.prompter.(prompt.ApproveAll); approveAll {
-		selected = false // it asks nobody: nothing was chosen
+		s.selected = false // it asks nobody: nothing was chosen
 	}
-	resp, err := a.assert(creds[0], rpIDHash[:], req.ClientDataHash, flags, uv, exts)
+	return nil
+}
+
+// respond is steps 10-13: the first assertion, and the others kept for
+// getNextAssertion, bound to this request's channel.
+func (s *getAssertionState) respond() ([]byte, error) {
+	a := s.a
+	resp, err := a.assert(s.creds[0], s.rpIDHash, s.req.ClientDataHash, s.flags, s.auth.uv, s.exts)
 	if err != nil {
 		return nil, err
 	}
-	resp.UserSelected = selected
+	resp.UserSelected = s.selected
 	// numberOfCredentials "defaults to one" (CTAP 2.1 §6.2.2): sent only
 	// when the platform has to pick among several accounts.
-	if discoverable {
-		if len(creds) > 1 {
-			resp.NumberOfCredentials = len(creds)
-			a.next = &assertionState{
-				remaining:      creds[1:],
-				rpIDHash:       rpIDHash[:],
-				clientDataHash: req.ClientDataHash,
-				flags:          flags,
-				uv:             uv,
-				exts:           exts,
-				expires:        a.now().Add(nextAssertionTimeout),
-				channel:        channelOf(ctx),
-			}
+	if s.discoverable && len(s.creds) > 1 {
+		resp.NumberOfCredentials = len(s.creds)
+		a.next = &assertionState{
+			remaining:      s.creds[1:],
+			rpIDHash:       s.rpIDHash,
+			clientDataHash: s.req.ClientDataHash,
+			flags:          s.flags,
+			uv:             s.auth.uv,
+			exts:           s.exts,
+			expires:        a.now().Add(nextAssertionTimeout),
+			channel:        s.tx.Channel(),
 		}
 	}
 	return marshal(resp)

@@ -149,7 +149,7 @@ func TestZeroLengthPinUvAuthParam(t *testing.T) {
 		want Status
 	}{{false, ErrPinNotSet}, {true, ErrPinInvalid}} {
 		if tc.pin {
-			if err := e.a.installPIN("123456"); err != nil {
+			if err := e.a.pin.installPIN("123456"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -172,7 +172,7 @@ func TestZeroLengthPinUvAuthParam(t *testing.T) {
 // has a PIN is CTAP2_ERR_PIN_AUTH_INVALID (0x33).
 func TestSetPINWhenSet(t *testing.T) {
 	e := newEnv(t)
-	if err := e.a.installPIN("123456"); err != nil {
+	if err := e.a.pin.installPIN("123456"); err != nil {
 		t.Fatal(err)
 	}
 	resp := rawCall(t, e.a, CmdClientPIN, map[int]any{1: 2, 2: pinGetKeyAgreement})
@@ -195,7 +195,7 @@ func TestSetPINWhenSet(t *testing.T) {
 		t.Fatalf("setPIN with a PIN set: %x, want 33", got)
 	}
 	// The old PIN still stands.
-	if err := e.a.checkPINHash(pinHash("123456")); err != nil {
+	if err := e.a.pin.CheckPIN("123456"); err != nil {
 		t.Errorf("the PIN changed: %v", err)
 	}
 }
@@ -284,7 +284,7 @@ func (c *hidChannel) cbor(t *testing.T, ctapCmd byte, params any) []byte {
 func serveHID(t *testing.T, a *Authenticator, n int) []*hidChannel {
 	t.Helper()
 	p := ctaptest.NewPipe()
-	srv := ctaphid.NewServer(a, ctaphid.Config{Capabilities: ctaphid.CapCBOR})
+	srv := ctaphid.NewServer(HIDHandler(a), ctaphid.Config{Capabilities: ctaphid.CapCBOR})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, p); close(done) }()
@@ -316,7 +316,7 @@ func TestContinuationsBelongToTheirChannel(t *testing.T) {
 		makeRK(t, e, "chan.example", []byte("u-"+u), u, nil)
 	}
 	makeRK(t, e, "other.example", []byte("u-dee"), "dee", nil)
-	if err := a.installPIN(p.pin); err != nil {
+	if err := a.pin.installPIN(p.pin); err != nil {
 		t.Fatal(err)
 	}
 	ch := serveHID(t, a, 2)

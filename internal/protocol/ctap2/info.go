@@ -6,6 +6,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 )
 
 // Limits advertised in getInfo.
@@ -44,18 +45,18 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		algs = append(algs, algorithmOut{Alg: int64(alg), Type: credentialTypePublicKey})
 	}
 	versions := []string{"FIDO_2_0", "FIDO_2_1"}
-	if !a.cfg.AlwaysUV {
+	if !a.pin.AlwaysUV() {
 		versions = append(versions, "U2F_V2") // U2F cannot carry UV: off under alwaysUv
 	}
 	options := map[string]bool{
 		"rk":               true,
 		"up":               true,
 		"plat":             false,
-		"clientPin":        a.pinSet(),
+		"clientPin":        a.pin.IsSet(),
 		"pinUvAuthToken":   true,
-		"alwaysUv":         a.cfg.AlwaysUV,
+		"alwaysUv":         a.pin.AlwaysUV(),
 		"setMinPINLength":  true,
-		"makeCredUvNotRqd": !a.cfg.AlwaysUV,
+		"makeCredUvNotRqd": !a.pin.AlwaysUV(),
 		"authnrCfg":        true,
 		"credMgmt":         true,
 		// The CTAP 2.1-PRE name, for platforms that only know 0x41.
@@ -70,8 +71,8 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		AAGUID:                           AAGUID[:],
 		Options:                          options,
 		PinUvAuthProtocols:               []int{2, 1},
-		ForcePINChange:                   a.cfg.ForcePINChange,
-		MinPINLength:                     a.cfg.MinPINLength,
+		ForcePINChange:                   a.pin.ForcePINChange(),
+		MinPINLength:                     a.pin.MinPINLength(),
 		MaxRPIDsForSetMinPINLength:       maxMinPINLengthRPIDs,
 		MaxMsgSize:                       MaxMsgSize,
 		MaxCredentialCountInList:         maxCredentialCountInList,
@@ -81,9 +82,9 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		FirmwareVersion:                  FirmwareVersion,
 		RemainingDiscoverableCredentials: max(0, a.capacity-a.store.CountCredentials()),
 	}
-	if a.builtInUV() {
+	if a.pin.BuiltInUV() {
 		// Built-in UV is the device PIN typed into the prompt.
-		options["uv"] = a.pinSet()
+		options["uv"] = a.pin.IsSet()
 		info.PreferredPlatformUvAttempts = 1
 		info.UVModality = uvModalityPasscodeInternal
 	}
@@ -97,11 +98,11 @@ const uvModalityPasscodeInternal = 0x00000004
 // reset is authenticatorReset (CTAP 2.1 §6.6): only within 10 s of
 // power-up and with user presence; it wipes every credential and device
 // secret, so credential IDs issued before no longer open.
-func (a *Authenticator) reset(ctx context.Context) error {
+func (a *Authenticator) reset(ctx context.Context, tx ctaphid.Transaction) error {
 	if a.now().Sub(a.powerUp) > resetWindow {
 		return ErrNotAllowed
 	}
-	if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
+	if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpReset}); err != nil {
 		return err
 	}
 	return a.wipe()
@@ -133,18 +134,17 @@ func (a *Authenticator) wipe() error {
 		return fmt.Errorf("reset: new device secrets: %w", err)
 	}
 	a.secrets = s
-	if err := a.loadConfig(); err != nil {
+	pin, err := newClientPIN(a.clientPINConfig())
+	if err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
-	if err := a.loadPINState(); err != nil {
-		return fmt.Errorf("reset: %w", err)
-	}
+	a.pin = pin
 	a.presence.clear()
 	a.log.Warn("authenticator reset: every credential deleted")
 	return nil
 }
 
 // selection is authenticatorSelection (CTAP 2.1 §6.9).
-func (a *Authenticator) selection(ctx context.Context) error {
-	return a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect})
+func (a *Authenticator) selection(ctx context.Context, tx ctaphid.Transaction) error {
+	return a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSelect})
 }

@@ -134,21 +134,13 @@ func (a *Authenticator) largeBlobsSet(req *LargeBlobsRequest) error {
 	}
 	// Writes are authorised by a token with the lbw permission over
 	// 32×0xff || 0x0c 0x00 || uint32LE(offset) || SHA-256(set).
-	if a.pinSet() || a.cfg.AlwaysUV {
-		if req.PinUvAuthParam == nil {
-			return ErrPUATRequired
-		}
-		p, err := a.protocol(req.PinUvAuthProtocol)
-		if err != nil {
-			return err
-		}
+	if a.pin.Protected() {
 		h := sha256.Sum256(req.Set)
 		msg := append(bytes.Repeat([]byte{0xff}, 32), 0x0c, 0x00)
 		msg = binary.LittleEndian.AppendUint32(msg, uint32(offset))
 		msg = append(msg, h[:]...)
-		t := a.pin.token
-		if p.Version() != a.pin.tokenProtocol || !t.Verify(p, msg, req.PinUvAuthParam) || t.Permissions()&pinuv.PermLargeBlobWrite == 0 {
-			return ErrPinAuthInvalid
+		if err := a.pin.Authorize(pinuv.PermLargeBlobWrite, "", msg, req.PinUvAuthParam, req.PinUvAuthProtocol); err != nil {
+			return err
 		}
 	}
 	w := a.lbWrite

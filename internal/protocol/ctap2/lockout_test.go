@@ -92,7 +92,7 @@ func newLockoutEnv(t *testing.T, pin string, pr prompt.Prompter) (*testEnv, *loc
 		t.Fatal(err)
 	}
 	e.a = a
-	if err := a.installPIN(pin); err != nil {
+	if err := a.pin.installPIN(pin); err != nil {
 		t.Fatal(err)
 	}
 	return e, f

@@ -13,6 +13,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -26,222 +27,321 @@ const (
 	credProtectExt = "credProtect"
 )
 
-// makeCredential is authenticatorMakeCredential (CTAP 2.1 §6.1.2); the
-// step numbers below are that section's.
-func (a *Authenticator) makeCredential(ctx context.Context, params []byte) ([]byte, error) {
-	var req MakeCredentialRequest
-	if err := decodeParams(params, &req); err != nil {
-		return nil, err
+// makeCredential is authenticatorMakeCredential (CTAP 2.1 §6.1.2): the
+// steps of makeCredentialState in the section's order; the step numbers
+// in the comments are that section's.
+func (a *Authenticator) makeCredential(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
+	s := &makeCredentialState{a: a, ctx: ctx, tx: tx}
+	for _, step := range []func() error{
+		func() error { return s.parse(params) },
+		s.validate,
+		s.authorize,
+		s.checkExcludeList,
+		s.checkCapacity,
+		s.collectPresence, // generates the key meanwhile
+		s.createCredential,
+		s.attest,
+		s.store,
+	} {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	return s.respond()
+}
+
+// makeCredentialState is one makeCredential request on its way through
+// the steps: the parsed parameters first, then what each step
+// established.
+type makeCredentialState struct {
+	a   *Authenticator
+	ctx context.Context
+	tx  ctaphid.Transaction
+
+	// Parameters (parse, validate).
+	req      MakeCredentialRequest
+	rpID     string
+	rpIDHash []byte
+	user     string // user.name, truncated
+	alg      tpm.Algorithm
+	rk       bool
+	uvOption bool
+	exts     mcExtensions
+
+	auth     userAuth // authorize
+	replaced [][]byte // checkCapacity: credentials the new one replaces
+	key      chan createdKey
+
+	// The credential (createCredential, attest).
+	blob         tpm.KeyBlob
+	credID       []byte
+	largeBlobKey []byte
+	authData     []byte
+	attFmt       string
+	attStmt      map[string]any
+}
+
+// createdKey is the outcome of the key generation.
+type createdKey struct {
+	blob tpm.KeyBlob
+	pub  crypto.PublicKey
+	err  error
+}
+
+// parse decodes the parameters and checks that the required ones are
+// present and of the right length (§6.1.1).
+func (s *makeCredentialState) parse(params []byte) error {
+	req := &s.req
+	if err := decodeParams(params, req); err != nil {
+		return err
 	}
 	if req.ClientDataHash == nil || req.RP == nil || req.User == nil || req.PubKeyCredParams == nil {
-		return nil, ErrMissingParameter
+		return ErrMissingParameter
 	}
 	if req.RP.ID == nil || req.User.ID == nil {
-		return nil, ErrMissingParameter
+		return ErrMissingParameter
 	}
 	if len(req.ClientDataHash) != clientHashLen || len(req.User.ID) > maxUserIDLen {
-		return nil, ErrInvalidLength
+		return ErrInvalidLength
 	}
+	s.rpID = *req.RP.ID
+	h := sha256.Sum256([]byte(s.rpID))
+	s.rpIDHash = h[:]
+	s.user = truncate(req.User.Name, maxNameLen)
+	return nil
+}
+
+// validate is steps 3-5 and 8, and the extension inputs: nothing is
+// decided on the user's behalf yet.
+func (s *makeCredentialState) validate() error {
 	// Step 3: the first algorithm of the RP's list that the TPM can do.
-	alg, err := a.chooseAlgorithm(req.PubKeyCredParams)
+	alg, err := s.a.chooseAlgorithm(s.req.PubKeyCredParams)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	s.alg = alg
 	// Steps 4-5: options.
-	rk, uvOption := false, false
-	for name, v := range req.Options {
+	for name, v := range s.req.Options {
 		switch name {
 		case "rk":
-			rk = v
+			s.rk = v
 		case "up":
 			if !v {
-				return nil, ErrInvalidOption // up=false is meaningless for makeCredential
+				return ErrInvalidOption // up=false is meaningless for makeCredential
 			}
 		case "uv":
-			uvOption = v
+			s.uvOption = v
 		}
 	}
 	// Step 8: this authenticator is not enterprise-attestation capable.
-	if req.EnterpriseAttestation != nil {
-		return nil, ErrInvalidParameter
+	if s.req.EnterpriseAttestation != nil {
+		return ErrInvalidParameter
 	}
-	exts, err := a.parseMCExtensions(req.Extensions)
-	if err != nil {
-		return nil, err
+	if s.exts, err = s.a.parseMCExtensions(s.req.Extensions); err != nil {
+		return err
 	}
-	credProtect := exts.credProtect
-	if exts.largeBlobKey && !rk {
-		return nil, ErrInvalidOption // a large-blob key needs a discoverable credential (§12.3)
+	if s.exts.largeBlobKey && !s.rk {
+		return ErrInvalidOption // a large-blob key needs a discoverable credential (§12.3)
 	}
-	rpID := *req.RP.ID
-	rpIDHash := sha256.Sum256([]byte(rpID))
-	user := truncate(req.User.Name, maxNameLen)
+	return nil
+}
 
-	// Steps 1-2, 5-6, 9-11: PIN/UV. makeCredUvNotRqd: a protected
-	// authenticator still makes non-discoverable credentials without UV.
-	auth, err := a.authorize(ctx, authRequest{
-		rpID:              rpID,
-		clientDataHash:    req.ClientDataHash,
-		pinUvAuthParam:    req.PinUvAuthParam,
-		pinUvAuthProtocol: req.PinUvAuthProtocol,
-		uvOption:          uvOption,
+// authorize is steps 1-2, 5-6, 9-11: PIN/UV, decided by the PIN/UV
+// authority. makeCredUvNotRqd: a protected authenticator still makes
+// non-discoverable credentials without UV.
+func (s *makeCredentialState) authorize() error {
+	var err error
+	s.auth, err = s.a.authorize(s.ctx, s.tx, authRequest{
+		rpID:              s.rpID,
+		clientDataHash:    s.req.ClientDataHash,
+		pinUvAuthParam:    s.req.PinUvAuthParam,
+		pinUvAuthProtocol: s.req.PinUvAuthProtocol,
+		uvOption:          s.uvOption,
 		permission:        pinuv.PermMakeCredential,
-		uvRequired:        rk,
-		prompt:            prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user},
+		uvRequired:        s.rk,
+		prompt:            prompt.Request{Operation: prompt.OpRegister, RPID: s.rpID, UserName: s.user},
 	})
-	if err != nil {
-		return nil, err
-	}
+	return err
+}
 
-	// Step 11: excludeList. CREDENTIAL_EXCLUDED only after the person
-	// was present: refused, timed out or cancelled, a match answers what an
-	// unknown credential's refused prompt answers (step 14), so a page
-	// cannot probe silently for the credentials this key holds.
-	for _, d := range req.ExcludeList {
+// checkExcludeList is step 11. CREDENTIAL_EXCLUDED only after the person
+// was present: refused, timed out or cancelled, a match answers what an
+// unknown credential's refused prompt answers (step 14), so a page
+// cannot probe silently for the credentials this key holds.
+func (s *makeCredentialState) checkExcludeList() error {
+	for _, d := range s.req.ExcludeList {
 		if d.Type == nil || d.ID == nil {
-			return nil, ErrMissingParameter
+			return ErrMissingParameter
 		}
 		if *d.Type != credentialTypePublicKey {
 			continue
 		}
-		if _, ok := a.findCredential(d.ID, rpIDHash[:], auth.uv); ok {
-			if !auth.up {
-				if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpExcluded, RPID: rpID, UserName: user}); err != nil {
-					return nil, err
+		if _, ok := s.a.findCredential(d.ID, s.rpIDHash, s.auth.uv); ok {
+			if !s.auth.up {
+				if err := s.a.userPresence(s.ctx, s.tx, prompt.Request{Operation: prompt.OpExcluded, RPID: s.rpID, UserName: s.user}); err != nil {
+					return err
 				}
 			}
-			a.consumeToken(auth, false) // the token's presence is spent
-			return nil, ErrCredentialExcluded
+			s.a.consumeToken(s.auth, false) // the token's presence is spent
+			return ErrCredentialExcluded
 		}
 	}
-	// Step 13, and step 18's rule that a discoverable credential for the
-	// same RP and user handle replaces the old one.
-	var replaced [][]byte
-	if rk {
-		old, err := a.store.CredentialsByRP(rpID)
-		if err != nil && !errors.Is(err, keystore.ErrCorrupt) {
-			return nil, fmt.Errorf("list credentials: %w", err)
-		}
-		for _, c := range old {
-			if bytes.Equal(c.UserID, req.User.ID) {
-				replaced = append(replaced, c.ID)
-			}
-		}
-		if len(replaced) == 0 && a.store.CountCredentials() >= a.capacity {
-			return nil, ErrKeyStoreFull
+	return nil
+}
+
+// checkCapacity is step 13, with step 18's rule that a discoverable
+// credential for the same RP and user handle replaces the old one (which
+// then needs no room).
+func (s *makeCredentialState) checkCapacity() error {
+	if !s.rk {
+		return nil
+	}
+	a := s.a
+	old, err := a.store.CredentialsByRP(s.rpID)
+	if err != nil && !errors.Is(err, keystore.ErrCorrupt) {
+		return fmt.Errorf("list credentials: %w", err)
+	}
+	for _, c := range old {
+		if bytes.Equal(c.UserID, s.req.User.ID) {
+			s.replaced = append(s.replaced, c.ID)
 		}
 	}
-	// Steps 16-17: the key pair, inside the TPM, generated while the
-	// person answers the prompt: RSA key generation takes seconds on a
-	// real TPM, and nobody should wait for it after touching. A refused
-	// prompt discards the key; nothing about it is stored.
-	type created struct {
-		blob tpm.KeyBlob
-		pub  crypto.PublicKey
-		err  error
+	if len(s.replaced) == 0 && a.store.CountCredentials() >= a.capacity {
+		return ErrKeyStoreFull
 	}
-	keyc := make(chan created, 1)
+	return nil
+}
+
+// collectPresence is step 14: user presence, unless built-in UV or the
+// token already established it; then step 15 clears the token's flags.
+// Steps 16-17's key pair is generated inside the TPM while the person
+// answers the prompt: RSA key generation takes seconds on a real TPM,
+// and nobody should wait for it after touching. A refused prompt
+// discards the key; nothing about it is stored.
+func (s *makeCredentialState) collectPresence() error {
+	a := s.a
+	s.key = make(chan createdKey, 1)
 	go func() {
 		create := a.tpm.CreateKey
 		if a.attestation == AttestationTPM {
 			create = a.attester.CreateKey
 		}
-		blob, pub, err := create(alg)
-		keyc <- created{blob, pub, err}
+		blob, pub, err := create(s.alg)
+		s.key <- createdKey{blob, pub, err}
 	}()
-	// Step 14: user presence, unless built-in UV or the token already
-	// established it.
-	if !auth.up {
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpRegister, RPID: rpID, UserName: user}); err != nil {
-			return nil, err
+	if !s.auth.up {
+		if err := a.userPresence(s.ctx, s.tx, prompt.Request{Operation: prompt.OpRegister, RPID: s.rpID, UserName: s.user}); err != nil {
+			return err
 		}
 	}
-	a.consumeToken(auth, true)
-	k := <-keyc
+	a.consumeToken(s.auth, true)
+	return nil
+}
+
+// createCredential is steps 16-17: the key pair, the credential ID that
+// wraps it, and the authenticator data with the extension outputs.
+func (s *makeCredentialState) createCredential() error {
+	a := s.a
+	k := <-s.key
 	if k.err != nil {
-		return nil, fmt.Errorf("create credential key: %w", k.err)
+		return fmt.Errorf("create credential key: %w", k.err)
 	}
-	blob, pub := k.blob, k.pub
+	s.blob = k.blob
 	flags := byte(0)
-	if rk {
+	if s.rk {
 		flags |= credFlagDiscoverable
 	}
-	if exts.hmacSecret {
+	if s.exts.hmacSecret {
 		flags |= credFlagHMACSecret
 	}
-	credID, err := a.secrets.wrapper.wrap(wrappedCredential{Flags: flags, CredProtect: byte(credProtect), Alg: alg, KeyBlob: blob}, rpIDHash[:])
-	if err != nil {
-		return nil, err
+	var err error
+	w := wrappedCredential{Flags: flags, CredProtect: byte(s.exts.credProtect), Alg: s.alg, KeyBlob: s.blob}
+	if s.credID, err = a.secrets.wrapper.wrap(w, s.rpIDHash); err != nil {
+		return err
 	}
-	cose, err := coseKey(alg, pub)
+	cose, err := coseKey(s.alg, k.pub)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ad := authenticatorData{
-		RPIDHash:     rpIDHash[:],
-		Flags:        flagUP | flagAT | uvFlag(auth.uv),
+		RPIDHash:     s.rpIDHash,
+		Flags:        flagUP | flagAT | uvFlag(s.auth.uv),
 		AAGUID:       AAGUID[:],
-		CredentialID: credID,
+		CredentialID: s.credID,
 		PublicKey:    cose,
 	}
-	extOut, err := a.mcExtensionOutputs(exts, rpID, rk, credID, auth.uv)
+	extOut, err := a.mcExtensionOutputs(s.exts, s.rpID, s.rk, s.credID, s.auth.uv)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := ad.setExtensions(extOut); err != nil {
-		return nil, err
+		return err
 	}
-	var largeBlobKey []byte
-	if exts.largeBlobKey {
-		if largeBlobKey, err = newLargeBlobKey(); err != nil {
-			return nil, err
+	if s.exts.largeBlobKey {
+		if s.largeBlobKey, err = newLargeBlobKey(); err != nil {
+			return err
 		}
 	}
 	if ad.SignCount, err = a.store.NextCounter(); err != nil {
-		return nil, fmt.Errorf("signature counter: %w", err)
+		return fmt.Errorf("signature counter: %w", err)
 	}
-	authData := ad.marshal()
-	attFmt, attStmt, err := a.attestationStatement(authData, req.ClientDataHash, blob, alg)
-	if err != nil {
-		return nil, err
+	s.authData = ad.marshal()
+	return nil
+}
+
+// attest is step 19: the attestation statement.
+func (s *makeCredentialState) attest() error {
+	var err error
+	s.attFmt, s.attStmt, err = s.a.attestationStatement(s.authData, s.req.ClientDataHash, s.blob, s.alg)
+	return err
+}
+
+// store is step 18: a discoverable credential is durable before we
+// answer, and replaces the RP's credential for the same user handle.
+func (s *makeCredentialState) store() error {
+	if !s.rk {
+		return nil
 	}
-	// Step 18: a discoverable credential is durable before we answer.
-	if rk {
-		c := &keystore.Credential{
-			ID:              credID,
-			RPID:            rpID,
-			RPName:          truncate(req.RP.Name, maxNameLen),
-			UserID:          req.User.ID,
-			UserName:        user,
-			UserDisplayName: truncate(req.User.DisplayName, maxNameLen),
-			Algorithm:       int(alg),
-			KeyBlob:         blob,
-			Discoverable:    true,
-			CredProtect:     credProtect,
-			CreatedAt:       a.now().UTC(),
-			HMACSecret:      exts.hmacSecret,
-			LargeBlobKey:    largeBlobKey,
-		}
-		if exts.hasCredBlob && len(exts.credBlob) <= maxCredBlobLength {
-			c.CredBlob = exts.credBlob
-		}
-		if err := a.store.PutCredential(c); err != nil {
-			return nil, fmt.Errorf("store credential: %w", err)
-		}
-		// The new credential is durable first: a crash in between leaves
-		// two accounts, never none.
-		for _, id := range replaced {
-			if err := a.store.DeleteCredential(id); err != nil && !errors.Is(err, keystore.ErrNotFound) {
-				return nil, fmt.Errorf("replace credential: %w", err)
-			}
+	a, req := s.a, &s.req
+	c := &keystore.Credential{
+		ID:              s.credID,
+		RPID:            s.rpID,
+		RPName:          truncate(req.RP.Name, maxNameLen),
+		UserID:          req.User.ID,
+		UserName:        s.user,
+		UserDisplayName: truncate(req.User.DisplayName, maxNameLen),
+		Algorithm:       int(s.alg),
+		KeyBlob:         s.blob,
+		Discoverable:    true,
+		CredProtect:     s.exts.credProtect,
+		CreatedAt:       a.now().UTC(),
+		HMACSecret:      s.exts.hmacSecret,
+		LargeBlobKey:    s.largeBlobKey,
+	}
+	if s.exts.hasCredBlob && len(s.exts.credBlob) <= maxCredBlobLength {
+		c.CredBlob = s.exts.credBlob
+	}
+	if err := a.store.PutCredential(c); err != nil {
+		return fmt.Errorf("store credential: %w", err)
+	}
+	// The new credential is durable first: a crash in between leaves
+	// two accounts, never none.
+	for _, id := range s.replaced {
+		if err := a.store.DeleteCredential(id); err != nil && !errors.Is(err, keystore.ErrNotFound) {
+			return fmt.Errorf("replace credential: %w", err)
 		}
 	}
-	a.log.Info("credential created", "alg", int(alg), "discoverable", rk)
+	return nil
+}
+
+// respond is the response map (§6.1.2 "On success").
+func (s *makeCredentialState) respond() ([]byte, error) {
+	s.a.log.Info("credential created", "alg", int(s.alg), "discoverable", s.rk)
 	return marshal(MakeCredentialResponse{
-		Fmt:          attFmt,
-		AuthData:     authData,
-		AttStmt:      attStmt,
-		LargeBlobKey: largeBlobKey,
+		Fmt:          s.attFmt,
+		AuthData:     s.authData,
+		AttStmt:      s.attStmt,
+		LargeBlobKey: s.largeBlobKey,
 	})
 }
 

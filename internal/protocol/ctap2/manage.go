@@ -1,12 +1,10 @@
 package ctap2
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
@@ -62,11 +60,11 @@ func (a *Authenticator) Info() Info {
 		algs[i] = int(alg)
 	}
 	in := Info{
-		AAGUID: AAGUID, PINSet: a.pinSet(), PINRetries: a.pin.retries, MinPINLength: a.cfg.MinPINLength,
-		AlwaysUV: a.cfg.AlwaysUV, BuiltInUV: a.builtInUV(), Credentials: a.store.CountCredentials(),
+		AAGUID: AAGUID, PINSet: a.pin.IsSet(), PINRetries: a.pin.Retries(), MinPINLength: a.pin.MinPINLength(),
+		AlwaysUV: a.pin.AlwaysUV(), BuiltInUV: a.pin.BuiltInUV(), Credentials: a.store.CountCredentials(),
 		Capacity: a.capacity, Algorithms: algs, Attestation: a.attestation,
 	}
-	if st, known := a.daStatus(); known {
+	if st, known := a.pin.TPMLockout(); known {
 		in.TPMLockout = &st
 	}
 	return in
@@ -96,15 +94,15 @@ func (a *Authenticator) ListCredentials() ([]CredentialInfo, error) {
 // authorizeManagement asks for presence and, when a PIN is set, checks
 // pin with the TPM. It maps CTAP statuses to errors a person can read.
 func (a *Authenticator) authorizeManagement(ctx context.Context, op prompt.Operation, pin string) error {
-	if a.pinSet() {
+	if a.pin.IsSet() {
 		if pin == "" {
 			return fmt.Errorf("%w: a PIN is set: give the PIN", ErrManagementDenied)
 		}
-		if err := a.checkPINHash(pinHash(pin)); err != nil {
+		if err := a.pin.CheckPIN(pin); err != nil {
 			return a.pinError(err)
 		}
 	}
-	if err := a.userPresence(ctx, prompt.Request{Operation: op}); err != nil {
+	if err := a.userPresence(ctx, inProcess{}, prompt.Request{Operation: op}); err != nil {
 		return fmt.Errorf("%w: nobody confirmed at the prompt (%v)", ErrManagementDenied, err)
 	}
 	return nil
@@ -117,7 +115,7 @@ func (a *Authenticator) pinError(err error) error {
 	case errors.As(err, &lockout):
 		return fmt.Errorf("%w: %v", ErrManagementDenied, lockout)
 	case errors.Is(err, ErrPinInvalid):
-		return fmt.Errorf("%w: wrong PIN (%d tries left)", ErrManagementDenied, a.pin.retries)
+		return fmt.Errorf("%w: wrong PIN (%d tries left)", ErrManagementDenied, a.pin.Retries())
 	case errors.Is(err, ErrPinAuthBlocked):
 		return fmt.Errorf("%w: too many wrong PINs in a row: restart passkeyd (a power cycle) to try again", ErrManagementDenied)
 	case errors.Is(err, ErrPinBlocked):
@@ -153,20 +151,15 @@ func (a *Authenticator) DeleteCredentials(ctx context.Context, ids [][]byte, pin
 func (a *Authenticator) SetPIN(ctx context.Context, old, pin string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(pin) > maxPINBytes || !utf8.ValidString(pin) || utf8.RuneCountInString(pin) < a.cfg.MinPINLength || bytes.IndexByte([]byte(pin), 0) >= 0 {
-		return fmt.Errorf("%w: a PIN has %d to %d characters (at most %d bytes)", ErrManagementDenied, a.cfg.MinPINLength, maxPINBytes, maxPINBytes)
+	if !a.pin.AcceptsPIN(pin) {
+		return fmt.Errorf("%w: a PIN has %d to %d characters (at most %d bytes)", ErrManagementDenied, a.pin.MinPINLength(), maxPINBytes, maxPINBytes)
 	}
 	if err := a.authorizeManagement(ctx, prompt.OpSetPIN, old); err != nil {
 		return err
 	}
-	if err := a.installPIN(pin); err != nil {
+	if err := a.pin.ReplacePIN(pin); err != nil { // tokens issued under the old PIN die
 		return err
 	}
-	a.cfg.ForcePINChange = false
-	if err := a.saveConfig(); err != nil {
-		return err
-	}
-	a.powerCyclePIN() // tokens issued under the old PIN die
 	a.log.Info("PIN set through the control socket")
 	return nil
 }
@@ -178,9 +171,9 @@ func (a *Authenticator) SetPIN(ctx context.Context, old, pin string) error {
 func (a *Authenticator) Reset(ctx context.Context, pin string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.pinSet() && a.pin.retries == 0 {
+	if a.pin.Blocked() {
 		pin = "" // a blocked PIN cannot be given; reset is the way out
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpReset}); err != nil {
+		if err := a.userPresence(ctx, inProcess{}, prompt.Request{Operation: prompt.OpReset}); err != nil {
 			return fmt.Errorf("%w: nobody confirmed at the prompt (%v)", ErrManagementDenied, err)
 		}
 	} else if err := a.authorizeManagement(ctx, prompt.OpReset, pin); err != nil {

@@ -18,7 +18,7 @@ import (
 // MSG executes a CTAP1/U2F command APDU (CTAPHID_MSG).
 func (a *Authenticator) MSG(ctx context.Context, apdu []byte) []byte {
 	a.mu.Lock()
-	alwaysUV := a.cfg.AlwaysUV
+	alwaysUV := a.pin.AlwaysUV()
 	a.mu.Unlock()
 	if alwaysUV {
 		// U2F cannot verify the user, so alwaysUv switches it off
@@ -56,34 +56,9 @@ func (b u2fBackend) Register(_ context.Context, challenge, application []byte) (
 	if !a.presence.take(a, prompt.Request{Operation: op}) {
 		return nil, u2f.SWConditionsNotSatisfied
 	}
-	var (
-		pub       *ecdsa.PublicKey
-		keyHandle []byte
-	)
-	if bogus {
-		// A well-formed answer that names no key: the attestation public
-		// key and a random handle that will never unwrap.
-		pub = a.secrets.u2fPub
-		keyHandle = make([]byte, 64)
-		if _, err := rand.Read(keyHandle); err != nil {
-			return nil, err
-		}
-	} else {
-		blob, pk, err := a.tpm.CreateKey(tpm.ES256)
-		if err != nil {
-			return nil, fmt.Errorf("create U2F key: %w", err)
-		}
-		var ok bool
-		if pub, ok = pk.(*ecdsa.PublicKey); !ok {
-			return nil, fmt.Errorf("create U2F key: unexpected %T", pk)
-		}
-		keyHandle, err = a.secrets.wrapper.wrap(wrappedCredential{Flags: credFlagU2F, Alg: tpm.ES256, KeyBlob: blob}, application)
-		if err != nil {
-			return nil, err
-		}
-		if len(keyHandle) > 255 {
-			return nil, fmt.Errorf("U2F key handle of %d bytes", len(keyHandle))
-		}
+	pub, keyHandle, err := b.registrationKey(application, bogus)
+	if err != nil {
+		return nil, err
 	}
 	resp := &u2f.RegisterResponse{KeyHandle: keyHandle, AttestationCert: a.secrets.u2fCert}
 	point, err := pub.ECDH() // its Bytes are the uncompressed point U2F wants
@@ -106,6 +81,37 @@ func (b u2fBackend) Register(_ context.Context, challenge, application []byte) (
 		a.log.Info("U2F credential registered")
 	}
 	return resp, nil
+}
+
+// registrationKey makes the key of a U2F registration (U2F raw message
+// format §4.3): a TPM key wrapped into the key handle, or for a bogus
+// registration a well-formed answer that names no key: the attestation
+// public key and a random handle that will never unwrap.
+func (b u2fBackend) registrationKey(application []byte, bogus bool) (*ecdsa.PublicKey, []byte, error) {
+	a := b.a
+	if bogus {
+		keyHandle := make([]byte, 64)
+		if _, err := rand.Read(keyHandle); err != nil {
+			return nil, nil, err
+		}
+		return a.secrets.u2fPub, keyHandle, nil
+	}
+	blob, pk, err := a.tpm.CreateKey(tpm.ES256)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create U2F key: %w", err)
+	}
+	pub, ok := pk.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("create U2F key: unexpected %T", pk)
+	}
+	keyHandle, err := a.secrets.wrapper.wrap(wrappedCredential{Flags: credFlagU2F, Alg: tpm.ES256, KeyBlob: blob}, application)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(keyHandle) > 255 {
+		return nil, nil, fmt.Errorf("U2F key handle of %d bytes", len(keyHandle))
+	}
+	return pub, keyHandle, nil
 }
 
 func (b u2fBackend) Authenticate(_ context.Context, control byte, challenge, application, keyHandle []byte) (*u2f.AuthenticateResponse, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -30,80 +31,50 @@ type authRequest struct {
 }
 
 // authorize runs the PIN/UV steps shared by makeCredential (CTAP 2.1
-// §6.1.2 steps 1-2, 5-6, 9-11) and getAssertion (§6.2.2 steps 1-2, 5-6).
-func (a *Authenticator) authorize(ctx context.Context, r authRequest) (userAuth, error) {
-	// Step 1 (§6.1.2, §6.2.2): a zero-length pinUvAuthParam asks "is a
-	// PIN set?" after a touch (platforms use it to pick an
-	// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not.
-	if r.pinUvAuthParam != nil && len(r.pinUvAuthParam) == 0 {
-		if err := a.userPresence(ctx, prompt.Request{Operation: prompt.OpSelect, RPID: r.rpID}); err != nil {
-			if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
-				return userAuth{}, err
-			}
-			return userAuth{}, ErrOperationDenied
-		}
-		if a.pinSet() {
-			return userAuth{}, ErrPinInvalid
-		}
-		return userAuth{}, ErrPinNotSet
-	}
-	// Step 2.
-	var p pinuv.Protocol
-	if r.pinUvAuthParam != nil {
-		var err error
-		if p, err = a.protocol(r.pinUvAuthProtocol); err != nil {
+// §6.1.2 steps 1-2, 5-6, 9-11) and getAssertion (§6.2.2 steps 1-2, 5-6);
+// every decision in them is the PIN/UV authority's.
+func (a *Authenticator) authorize(ctx context.Context, tx ctaphid.Transaction, r authRequest) (userAuth, error) {
+	switch {
+	case r.pinUvAuthParam != nil && len(r.pinUvAuthParam) == 0:
+		return userAuth{}, a.probePIN(ctx, tx, r.rpID)
+	case r.pinUvAuthParam != nil:
+		// Steps 2 and 11 (§6.1.2), 2 and 6 (§6.2.2): the token. With one,
+		// the uv option is ignored.
+		if err := a.pin.Authorize(r.permission, r.rpID, r.clientDataHash, r.pinUvAuthParam, r.pinUvAuthProtocol); err != nil {
 			return userAuth{}, err
 		}
+		return userAuth{up: a.pin.TokenUserPresent(), uv: true, tokenUsed: true}, nil
 	}
-	uv := r.uvOption && r.pinUvAuthParam == nil // with a token the option is ignored
-	if uv {
-		if !a.builtInUV() {
-			return userAuth{}, ErrInvalidOption
-		}
-		if !a.pinSet() {
-			return userAuth{}, ErrOperationDenied // built-in UV not configured
-		}
+	verify, err := a.pin.UVForRequest(r.uvOption, r.uvRequired)
+	if err != nil || !verify {
+		return userAuth{}, err
 	}
-	protected := a.pinSet()
-	if r.pinUvAuthParam == nil && !uv && (a.cfg.AlwaysUV || (protected && r.uvRequired)) {
-		if protected && a.builtInUV() && a.cfg.AlwaysUV {
-			uv = true // alwaysUv: verify with the prompt instead
-		} else {
-			return userAuth{}, ErrPUATRequired
-		}
+	if err := a.pin.VerifyUser(ctx, tx, r.prompt); err != nil {
+		return userAuth{}, err
 	}
-	if r.pinUvAuthParam != nil {
-		t := a.pin.token
-		if p.Version() != a.pin.tokenProtocol || !t.Verify(p, r.clientDataHash, r.pinUvAuthParam) || t.Permissions()&r.permission == 0 || !t.UserVerified() {
-			return userAuth{}, ErrPinAuthInvalid
+	return userAuth{up: true, uv: true}, nil
+}
+
+// probePIN is step 1 (§6.1.2, §6.2.2): a zero-length pinUvAuthParam asks
+// "is a PIN set?" after a touch (platforms use it to pick an
+// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not.
+func (a *Authenticator) probePIN(ctx context.Context, tx ctaphid.Transaction, rpID string) error {
+	if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSelect, RPID: rpID}); err != nil {
+		if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
+			return err
 		}
-		switch t.RPID() {
-		case "":
-			t.SetRPID(r.rpID) // the first use binds the token to this RP
-		case r.rpID:
-		default:
-			return userAuth{}, ErrPinAuthInvalid
-		}
-		return userAuth{up: t.UserPresent(), uv: true, tokenUsed: true}, nil
+		return ErrOperationDenied
 	}
-	if uv {
-		if err := a.verifyUser(ctx, r.prompt); err != nil {
-			return userAuth{}, err
-		}
-		return userAuth{up: true, uv: true}, nil
+	if a.pin.IsSet() {
+		return ErrPinInvalid
 	}
-	return userAuth{}, nil
+	return ErrPinNotSet
 }
 
 // consumeToken clears the token's one-time flags after a request it
 // authorised collected presence (CTAP 2.1 §6.1.2 step 15).
 func (a *Authenticator) consumeToken(u userAuth, clearPermissions bool) {
-	if !u.tokenUsed {
-		return
-	}
-	a.pin.token.ClearUserPresent()
-	a.pin.token.ClearUserVerified()
-	if clearPermissions {
-		a.pin.token.ClearPermissionsExceptLbw()
+	if u.tokenUsed {
+		a.pin.ConsumeToken(clearPermissions)
 	}
 }

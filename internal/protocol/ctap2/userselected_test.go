@@ -180,7 +180,7 @@ func TestUserSelectedBuiltInUV(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.a, e.prompt = a, &p.testPrompter
-	if err := a.installPIN(p.pin); err != nil {
+	if err := a.pin.installPIN(p.pin); err != nil {
 		t.Fatal(err)
 	}
 	id := makeRK(t, e, "localhost", []byte("u-carol"), "carol@e2e.example", map[string]any{"rk": true, "uv": true})

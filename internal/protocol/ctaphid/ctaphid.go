@@ -64,8 +64,8 @@
 //     are serialised), and its response is dropped.
 //   - KEEPALIVE (§11.2.9.1.7) is sent for CBOR, MSG and WINK requests: the
 //     first within 50 ms (or KeepaliveInterval if shorter) of reassembly,
-//     then every KeepaliveInterval, and at once whenever SetStatus changes
-//     the status, so a handler that asks for user presence and gets it
+//     then every KeepaliveInterval, and at once whenever the handler's
+//     Transaction.SetStatus changes the status, so a handler that asks for user presence and gets it
 //     instantly still produces one UPNEEDED keepalive before its response.
 package ctaphid
 
@@ -192,15 +192,34 @@ type Handler interface {
 	// CTAPHID_CANCEL, in which case the handler answers
 	// CTAP2_ERR_KEEPALIVE_CANCEL itself, and when the transaction is
 	// aborted (INIT, power cycle, Serve ending), in which case the response
-	// is dropped. Use SetStatus with ctx to report user-presence waits.
-	CBOR(ctx context.Context, req []byte) []byte
+	// is dropped. t is the transaction: its channel, and its keepalive
+	// status for user-presence waits.
+	CBOR(ctx context.Context, t Transaction, req []byte) []byte
 	// MSG executes a CTAP1/U2F request APDU and returns the response APDU.
-	MSG(ctx context.Context, apdu []byte) []byte
+	MSG(ctx context.Context, t Transaction, apdu []byte) []byte
 	// Wink performs a vendor-defined action that identifies the device
 	// (§11.2.9.2.1).
 	Wink()
 	// PowerCycle resets everything CTAP ties to a power cycle.
 	PowerCycle()
+}
+
+// Transaction is what the transport tells a Handler about the request it
+// executes (a CTAPHID transaction, §11.2.5: one request and its response).
+// Its methods are safe to call from the handler's goroutine.
+type Transaction interface {
+	// Channel is the CID the request came in on. Handlers bind
+	// multi-command state (getNextAssertion, credential-management
+	// enumerations) to it, so that another application, on its own
+	// channel (§11.2.3), cannot continue it.
+	Channel() uint32
+	// SetStatus sets the KEEPALIVE status (StatusProcessing by default,
+	// StatusUPNeeded while waiting for the user). A change is reported at
+	// once, so even a presence check that succeeds instantly shows the
+	// client one UPNEEDED keepalive (§11.2.9.1.7: "whenever the status
+	// changes"). Undefined status values are ignored, and so is every
+	// call after the transaction ended.
+	SetStatus(status byte)
 }
 
 // Config configures a Server.

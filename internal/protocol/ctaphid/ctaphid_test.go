@@ -80,12 +80,13 @@ func (d *memDevice) close() { d.closeOnce.Do(func() { close(d.closed) }) }
 // fakeHandler records calls in order. Its CBOR and MSG default to echoing
 // the request after a success status.
 type fakeHandler struct {
-	cbor func(ctx context.Context, req []byte) []byte
-	msg  func(ctx context.Context, apdu []byte) []byte
+	cbor func(ctx context.Context, t Transaction, req []byte) []byte
+	msg  func(ctx context.Context, t Transaction, apdu []byte) []byte
 
 	mu     sync.Mutex
 	events []string
 	notify chan string
+	txn    Transaction // of the last CBOR or MSG call
 }
 
 func newFakeHandler() *fakeHandler { return &fakeHandler{notify: make(chan string, 256)} }
@@ -106,23 +107,30 @@ func (h *fakeHandler) Events() []string {
 	return slices.Clone(h.events)
 }
 
-func (h *fakeHandler) CBOR(ctx context.Context, req []byte) []byte {
+func (h *fakeHandler) CBOR(ctx context.Context, t Transaction, req []byte) []byte {
+	h.setTxn(t)
 	h.record("cbor")
 	defer h.record("cbor-done")
 	if h.cbor != nil {
-		return h.cbor(ctx, req)
+		return h.cbor(ctx, t, req)
 	}
 	return append([]byte{0x00}, req...)
 }
 
-func (h *fakeHandler) MSG(ctx context.Context, apdu []byte) []byte {
+func (h *fakeHandler) MSG(ctx context.Context, t Transaction, apdu []byte) []byte {
+	h.setTxn(t)
 	h.record("msg")
 	defer h.record("msg-done")
 	if h.msg != nil {
-		return h.msg(ctx, apdu)
+		return h.msg(ctx, t, apdu)
 	}
 	return append(slices.Clone(apdu), 0x90, 0x00)
 }
+
+func (h *fakeHandler) setTxn(t Transaction) { h.mu.Lock(); h.txn = t; h.mu.Unlock() }
+
+// transaction is the Transaction of the last CBOR or MSG call.
+func (h *fakeHandler) transaction() Transaction { h.mu.Lock(); defer h.mu.Unlock(); return h.txn }
 
 func (h *fakeHandler) Wink()       { h.record("wink") }
 func (h *fakeHandler) PowerCycle() { h.record("powercycle") }
@@ -667,11 +675,11 @@ func TestPingExactBytes(t *testing.T) {
 func TestCBORAndMSG(t *testing.T) {
 	h := newFakeHandler()
 	var gotReq, gotAPDU []byte
-	h.cbor = func(_ context.Context, req []byte) []byte {
+	h.cbor = func(_ context.Context, _ Transaction, req []byte) []byte {
 		gotReq = slices.Clone(req)
 		return append([]byte{0x00}, pattern(1000)...)
 	}
-	h.msg = func(_ context.Context, apdu []byte) []byte {
+	h.msg = func(_ context.Context, _ Transaction, apdu []byte) []byte {
 		gotAPDU = slices.Clone(apdu)
 		return []byte{0x69, 0x85}
 	}
@@ -715,11 +723,11 @@ func TestWink(t *testing.T) {
 func TestBadHandlerResponses(t *testing.T) {
 	tests := []struct {
 		name string
-		cbor func(context.Context, []byte) []byte
+		cbor func(context.Context, Transaction, []byte) []byte
 	}{
-		{"empty", func(context.Context, []byte) []byte { return nil }},
-		{"too long", func(context.Context, []byte) []byte { return make([]byte, MaxMessageSize+1) }},
-		{"panic", func(context.Context, []byte) []byte { panic("boom") }},
+		{"empty", func(context.Context, Transaction, []byte) []byte { return nil }},
+		{"too long", func(context.Context, Transaction, []byte) []byte { return make([]byte, MaxMessageSize+1) }},
+		{"panic", func(context.Context, Transaction, []byte) []byte { panic("boom") }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -745,7 +753,7 @@ func blockingHandler() (h *fakeHandler, started chan context.Context, release ch
 	h = newFakeHandler()
 	started = make(chan context.Context, 4)
 	release = make(chan []byte, 4)
-	h.cbor = func(ctx context.Context, req []byte) []byte {
+	h.cbor = func(ctx context.Context, _ Transaction, req []byte) []byte {
 		started <- ctx
 		select {
 		case r := <-release:
@@ -908,7 +916,7 @@ func TestInitFromAnotherChannelWhileBusy(t *testing.T) {
 		// After INIT on a aborted its transaction, the device stays busy
 		// until the handler returns (package doc), for INIT too.
 		h, started, release := blockingHandler()
-		h.cbor = func(ctx context.Context, req []byte) []byte {
+		h.cbor = func(ctx context.Context, _ Transaction, req []byte) []byte {
 			started <- ctx
 			<-ctx.Done()
 			<-release
@@ -940,7 +948,7 @@ func TestKeepalive(t *testing.T) {
 
 	start := time.Now()
 	hs.send(initFrame(cid, CmdCBOR, 1, 4))
-	ctx := waitStarted(t, started)
+	waitStarted(t, started)
 
 	// §11.2.9.1.7 via FIELD-NOTES §7: the first keepalive within 100 ms.
 	hs.expect(initFrame(cid, CmdKeepalive, 1, StatusProcessing))
@@ -958,7 +966,8 @@ func TestKeepalive(t *testing.T) {
 	}
 
 	// A status change is reported at once, then periodically.
-	SetStatus(ctx, StatusUPNeeded)
+	tx := h.transaction()
+	tx.SetStatus(StatusUPNeeded)
 	// A periodic PROCESSING keepalive may have raced ahead of it.
 	if r := hs.recv(); !bytes.Equal(r, initFrame(cid, CmdKeepalive, 1, StatusUPNeeded)) {
 		if !bytes.Equal(r, initFrame(cid, CmdKeepalive, 1, StatusProcessing)) {
@@ -969,9 +978,8 @@ func TestKeepalive(t *testing.T) {
 	for range 2 {
 		hs.expect(initFrame(cid, CmdKeepalive, 1, StatusUPNeeded))
 	}
-	SetStatus(ctx, StatusUPNeeded) // unchanged: no extra report needed
-	SetStatus(ctx, 0x55)           // undefined: ignored
-	SetStatus(context.Background(), StatusProcessing)
+	tx.SetStatus(StatusUPNeeded) // unchanged: no extra report needed
+	tx.SetStatus(0x55)           // undefined: ignored
 
 	release <- []byte{0x00}
 	for {
@@ -996,8 +1004,10 @@ func TestKeepalive(t *testing.T) {
 // its response.
 func TestInstantPresence(t *testing.T) {
 	h := newFakeHandler()
-	h.cbor = func(ctx context.Context, req []byte) []byte {
-		SetStatus(ctx, StatusUPNeeded)
+	var channel uint32
+	h.cbor = func(_ context.Context, t Transaction, req []byte) []byte {
+		channel = t.Channel()
+		t.SetStatus(StatusUPNeeded)
 		return []byte{0x00}
 	}
 	hs := newHarness(t, h, Config{KeepaliveInterval: time.Hour})
@@ -1012,6 +1022,9 @@ func TestInstantPresence(t *testing.T) {
 	}
 	hs.expect(initFrame(cid, CmdCBOR, 1, 0x00))
 	hs.expectNone()
+	if channel != cid {
+		t.Errorf("Transaction.Channel() = %08x, want %08x", channel, cid)
+	}
 }
 
 func TestCancel(t *testing.T) {
@@ -1037,7 +1050,7 @@ func TestCancelIgnoredForMSG(t *testing.T) {
 	h := newFakeHandler()
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
-	h.msg = func(ctx context.Context, apdu []byte) []byte {
+	h.msg = func(ctx context.Context, _ Transaction, apdu []byte) []byte {
 		started <- ctx
 		<-release
 		return []byte{0x90, 0x00}
@@ -1059,7 +1072,7 @@ func TestCancelIgnoredForMSG(t *testing.T) {
 
 func TestResyncAbortsTransaction(t *testing.T) {
 	h, started, release := blockingHandler()
-	h.cbor = func(ctx context.Context, req []byte) []byte {
+	h.cbor = func(ctx context.Context, _ Transaction, req []byte) []byte {
 		started <- ctx
 		<-ctx.Done()
 		<-release // finish only when the test says so
@@ -1183,7 +1196,7 @@ func TestPowerCycle(t *testing.T) {
 
 	t.Run("during a transaction", func(t *testing.T) {
 		h, started, release := blockingHandler()
-		h.cbor = func(ctx context.Context, req []byte) []byte {
+		h.cbor = func(ctx context.Context, _ Transaction, req []byte) []byte {
 			started <- ctx
 			<-ctx.Done()
 			<-release
@@ -1348,9 +1361,24 @@ func TestServeReturns(t *testing.T) {
 	})
 }
 
+// TestSetStatusOutsideTransaction: a handler that keeps its Transaction
+// and reports a status after the transaction ended neither blocks nor
+// makes the server send a keepalive.
 func TestSetStatusOutsideTransaction(t *testing.T) {
-	// Must not block or panic.
-	SetStatus(context.Background(), StatusUPNeeded)
-	var nilCtx context.Context // a nil context must be tolerated too
-	SetStatus(nilCtx, StatusUPNeeded)
+	h := newFakeHandler()
+	hs := newHarness(t, h, Config{KeepaliveInterval: time.Hour})
+	cid := hs.openChannel()
+	hs.skipKeepalives = true
+	hs.send(initFrame(cid, CmdCBOR, 1, 1))
+	hs.expect(initFrame(cid, CmdCBOR, 2, 0x00, 0x01))
+	h.waitEvent(t, "cbor-done")
+	hs.skipKeepalives = false
+	done := make(chan struct{})
+	go func() { h.transaction().SetStatus(StatusUPNeeded); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(recvTimeout):
+		t.Fatal("SetStatus after the transaction blocked")
+	}
+	hs.expectNone()
 }

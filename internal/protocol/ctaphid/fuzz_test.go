@@ -44,13 +44,13 @@ func (d *scriptDevice) WriteReport(r []byte) error {
 // request's first byte.
 type fuzzHandler struct{}
 
-func (fuzzHandler) CBOR(ctx context.Context, req []byte) []byte {
+func (fuzzHandler) CBOR(ctx context.Context, t Transaction, req []byte) []byte {
 	switch req[0] % 5 {
 	case 0:
 		return append([]byte{0}, req...)
 	case 1:
-		SetStatus(ctx, StatusUPNeeded)
-		SetStatus(ctx, req[len(req)-1])
+		t.SetStatus(StatusUPNeeded)
+		t.SetStatus(req[len(req)-1])
 		return []byte{0}
 	case 2:
 		return nil // unsendable
@@ -66,9 +66,11 @@ func (fuzzHandler) CBOR(ctx context.Context, req []byte) []byte {
 	}
 }
 
-func (fuzzHandler) MSG(_ context.Context, apdu []byte) []byte { return append(apdu, 0x90, 0x00) }
-func (fuzzHandler) Wink()                                     {}
-func (fuzzHandler) PowerCycle()                               {}
+func (fuzzHandler) MSG(_ context.Context, _ Transaction, apdu []byte) []byte {
+	return append(apdu, 0x90, 0x00)
+}
+func (fuzzHandler) Wink()       {}
+func (fuzzHandler) PowerCycle() {}
 
 // FuzzServer's input is a compact encoding of a stream of reports, of which
 // only the first maxFuzzInput bytes count. Every input is a whole Serve run,

@@ -76,55 +76,31 @@ func (s *Server) Serve(ctx context.Context, dev Device) error {
 	return ss.loop()
 }
 
-// SetStatus sets the KEEPALIVE status (StatusProcessing by default,
-// StatusUPNeeded while waiting for the user) reported for the transaction
-// that ctx belongs to. A change is reported at once, so even a presence
-// check that succeeds instantly shows the client one UPNEEDED keepalive
-// (§11.2.9.1.7: "whenever the status changes"). No-op for other contexts
-// and for status values the spec does not define.
-func SetStatus(ctx context.Context, status byte) {
-	if ctx == nil || (status != StatusProcessing && status != StatusUPNeeded) {
+// Channel is the CID the request came in on (Transaction).
+func (t *transaction) Channel() uint32 { return t.cid }
+
+// SetStatus reports a KEEPALIVE status (Transaction). The send is
+// unbuffered: the session goroutine has taken the update when SetStatus
+// returns, so it writes the keepalive before it can see the handler's
+// response. After the transaction ended SetStatus returns at once.
+func (t *transaction) SetStatus(status byte) {
+	if status != StatusProcessing && status != StatusUPNeeded {
 		return
 	}
-	t, ok := ctx.Value(txnKey{}).(*transaction)
-	if !ok {
-		return
-	}
-	// The send is unbuffered: the session goroutine has taken the update
-	// when SetStatus returns, so it writes the keepalive before it can see
-	// the handler's response.
 	select {
 	case t.sess.statusCh <- statusUpdate{txn: t, status: status}:
 	case <-t.sess.quit:
-	case <-ctx.Done():
+	case <-t.done:
 	}
 }
-
-// ChannelID returns the CTAPHID channel (CID) of the transaction that ctx
-// belongs to. The handler uses it to bind multi-command state
-// (getNextAssertion, credential-management enumerations) to the channel
-// that started it, so another application cannot continue it (CTAP 2.1
-// §11.2.3: each application has its own channel). ok is false for
-// contexts that do not come from a Server.
-func ChannelID(ctx context.Context) (cid uint32, ok bool) {
-	if ctx == nil {
-		return 0, false
-	}
-	t, ok := ctx.Value(txnKey{}).(*transaction)
-	if !ok {
-		return 0, false
-	}
-	return t.cid, true
-}
-
-// txnKey is the context key under which a transaction is stored.
-type txnKey struct{}
 
 // transaction is one CBOR, MSG or WINK request being executed by the
-// Handler. Its fields are owned by the session goroutine.
+// Handler; it is the Transaction the handler receives. sess, cid and done
+// never change; the other fields are owned by the session goroutine.
 type transaction struct {
 	sess   *session
 	cid    uint32
+	done   <-chan struct{} // closed when the transaction ends or is cancelled
 	cmd    byte
 	cancel context.CancelFunc
 	status byte
@@ -499,10 +475,10 @@ func (ss *session) dispatch(a *reassembly) {
 		return
 	}
 	ctx, cancel := context.WithCancel(ss.ctx)
-	t := &transaction{sess: ss, cid: a.cid, cmd: a.cmd, cancel: cancel, status: StatusProcessing}
+	t := &transaction{sess: ss, cid: a.cid, done: ctx.Done(), cmd: a.cmd, cancel: cancel, status: StatusProcessing}
 	ss.txn = t
 	ss.kaTimer.Reset(min(ss.s.cfg.KeepaliveInterval, maxFirstKeepalive))
-	go ss.run(context.WithValue(ctx, txnKey{}, t), t, a.message())
+	go ss.run(ctx, t, a.message())
 }
 
 // run executes one handler call off the session goroutine. A panicking
@@ -519,9 +495,9 @@ func (ss *session) run(ctx context.Context, t *transaction, req []byte) {
 	}()
 	switch t.cmd {
 	case CmdCBOR:
-		res.resp = ss.s.h.CBOR(ctx, req)
+		res.resp = ss.s.h.CBOR(ctx, t, req)
 	case CmdMsg:
-		res.resp = ss.s.h.MSG(ctx, req)
+		res.resp = ss.s.h.MSG(ctx, t, req)
 	case CmdWink:
 		ss.s.h.Wink()
 	}

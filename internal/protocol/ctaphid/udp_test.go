@@ -66,7 +66,7 @@ func TestUDP(t *testing.T) {
 	}
 
 	h := newFakeHandler()
-	h.cbor = func(ctx context.Context, req []byte) []byte {
+	h.cbor = func(ctx context.Context, _ Transaction, req []byte) []byte {
 		<-ctx.Done() // until CANCEL
 		return []byte{0x2d}
 	}

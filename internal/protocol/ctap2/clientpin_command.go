@@ -1,0 +1,325 @@
+package ctap2
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
+	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+)
+
+// clientPIN subcommands (CTAP 2.1 §6.5.5).
+const (
+	pinGetPINRetries                            = 0x01
+	pinGetKeyAgreement                          = 0x02
+	pinSetPIN                                   = 0x03
+	pinChangePIN                                = 0x04
+	pinGetPinToken                              = 0x05
+	pinGetPinUvAuthTokenUsingUvWithPermissions  = 0x06
+	pinGetUVRetries                             = 0x07
+	pinGetPinUvAuthTokenUsingPinWithPermissions = 0x09
+)
+
+// ClientPINRequest is authenticatorClientPIN's parameter map.
+type ClientPINRequest struct {
+	PinUvAuthProtocol *uint64        `cbor:"1,keyasint"`
+	SubCommand        *uint64        `cbor:"2,keyasint"`
+	KeyAgreement      *pinuv.COSEKey `cbor:"3,keyasint"`
+	PinUvAuthParam    []byte         `cbor:"4,keyasint"`
+	NewPinEnc         []byte         `cbor:"5,keyasint"`
+	PinHashEnc        []byte         `cbor:"6,keyasint"`
+	Permissions       *uint64        `cbor:"9,keyasint"`
+	RPID              *string        `cbor:"10,keyasint"`
+}
+
+// ClientPINResponse is authenticatorClientPIN's response map.
+type ClientPINResponse struct {
+	KeyAgreement    *pinuv.COSEKey `cbor:"1,keyasint,omitempty"`
+	PinUvAuthToken  []byte         `cbor:"2,keyasint,omitempty"`
+	PinRetries      *int           `cbor:"3,keyasint,omitempty"`
+	PowerCycleState *bool          `cbor:"4,keyasint,omitempty"`
+	UVRetries       *int           `cbor:"5,keyasint,omitempty"`
+}
+
+// soleAccountFunc finds the RP's one discoverable credential a prompt can
+// name, or nil: the credentials are the authenticator's, not the PIN's.
+type soleAccountFunc func(rpID string) *keystore.Credential
+
+// clientPIN is authenticatorClientPIN (CTAP 2.1 §6.5): the command is the
+// PIN/UV authority's; the credentials are looked up here.
+func (a *Authenticator) clientPIN(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
+	var req ClientPINRequest
+	if err := decodeParams(params, &req); err != nil {
+		return nil, err
+	}
+	resp, err := a.pin.Command(ctx, tx, &req, a.soleAccount)
+	if err != nil || resp == nil {
+		return nil, err
+	}
+	return marshal(resp)
+}
+
+// Command executes one authenticatorClientPIN subcommand (§6.5.5); a nil
+// response is an empty one.
+func (c *clientPIN) Command(ctx context.Context, tx ctaphid.Transaction, req *ClientPINRequest, soleAccount soleAccountFunc) (*ClientPINResponse, error) {
+	if req.SubCommand == nil {
+		return nil, ErrMissingParameter
+	}
+	switch *req.SubCommand {
+	case pinGetPINRetries:
+		r, pc := c.retries, c.consecutive >= maxConsecutiveMisses
+		return &ClientPINResponse{PinRetries: &r, PowerCycleState: &pc}, nil
+	case pinGetUVRetries:
+		if !c.BuiltInUV() {
+			return nil, ErrInvalidSubcommand
+		}
+		r := c.retries // built-in UV is the same PIN, so the same counter
+		return &ClientPINResponse{UVRetries: &r}, nil
+	case pinGetKeyAgreement:
+		p, err := c.Protocol(req.PinUvAuthProtocol)
+		if err != nil {
+			return nil, err
+		}
+		k := p.PublicKey()
+		return &ClientPINResponse{KeyAgreement: &k}, nil
+	case pinSetPIN:
+		return nil, c.setPIN(req)
+	case pinChangePIN:
+		return nil, c.changePIN(req)
+	case pinGetPinToken, pinGetPinUvAuthTokenUsingPinWithPermissions:
+		return c.getPinToken(req, *req.SubCommand == pinGetPinUvAuthTokenUsingPinWithPermissions)
+	case pinGetPinUvAuthTokenUsingUvWithPermissions:
+		return c.getPinUvAuthTokenUsingUv(ctx, tx, req, soleAccount)
+	default:
+		return nil, ErrInvalidSubcommand
+	}
+}
+
+// sharedSecret validates the common parameters and runs the key agreement.
+func (c *clientPIN) sharedSecret(req *ClientPINRequest) (pinuv.Protocol, pinuv.SharedSecret, error) {
+	p, err := c.Protocol(req.PinUvAuthProtocol)
+	if err != nil {
+		return nil, pinuv.SharedSecret{}, err
+	}
+	if req.KeyAgreement == nil {
+		return nil, pinuv.SharedSecret{}, ErrMissingParameter
+	}
+	s, err := p.Decapsulate(*req.KeyAgreement)
+	if err != nil {
+		return nil, pinuv.SharedSecret{}, ErrInvalidParameter
+	}
+	return p, s, nil
+}
+
+// decryptNewPIN decrypts and checks newPinEnc against the PIN policy
+// (§6.5.5.5 step 7-8): a 64-byte padded PIN, at most 63 bytes, at least
+// minPINLength code points.
+func (c *clientPIN) decryptNewPIN(p pinuv.Protocol, s pinuv.SharedSecret, newPinEnc []byte) (string, error) {
+	padded, err := p.Decrypt(s, newPinEnc)
+	if err != nil || len(padded) != paddedPINLen {
+		return "", ErrInvalidParameter
+	}
+	pin := padded
+	if i := bytes.IndexByte(padded, 0); i >= 0 {
+		pin = padded[:i]
+	}
+	if len(pin) > maxPINBytes || !utf8.Valid(pin) || utf8.RuneCount(pin) < c.policy.MinPINLength {
+		return "", ErrPinPolicyViolation
+	}
+	return string(pin), nil
+}
+
+// setPIN is §6.5.5.5.
+func (c *clientPIN) setPIN(req *ClientPINRequest) error {
+	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil {
+		return ErrMissingParameter
+	}
+	p, s, err := c.sharedSecret(req)
+	if err != nil {
+		return err
+	}
+	if c.IsSet() {
+		return ErrPinAuthInvalid // §6.5.5.5: a PIN is already set
+	}
+	if !p.Verify(s.HMACKey(), req.NewPinEnc, req.PinUvAuthParam) {
+		return ErrPinAuthInvalid
+	}
+	pin, err := c.decryptNewPIN(p, s, req.NewPinEnc)
+	if err != nil {
+		return err
+	}
+	if err := c.installPIN(pin); err != nil {
+		return err
+	}
+	c.log.Info("PIN set")
+	return nil
+}
+
+// changePIN is §6.5.5.6.
+func (c *clientPIN) changePIN(req *ClientPINRequest) error {
+	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil || req.PinHashEnc == nil {
+		return ErrMissingParameter
+	}
+	p, s, err := c.sharedSecret(req)
+	if err != nil {
+		return err
+	}
+	if !c.IsSet() {
+		return ErrPinNotSet
+	}
+	if c.retries == 0 {
+		return ErrPinBlocked
+	}
+	msg := append(append([]byte{}, req.NewPinEnc...), req.PinHashEnc...)
+	if !p.Verify(s.HMACKey(), msg, req.PinUvAuthParam) {
+		return ErrPinAuthInvalid
+	}
+	if err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
+		return err
+	}
+	pin, err := c.decryptNewPIN(p, s, req.NewPinEnc)
+	if err != nil {
+		return err
+	}
+	if err := c.installPIN(pin); err != nil {
+		return err
+	}
+	if err := c.setForcePINChange(false); err != nil {
+		return err
+	}
+	if err := c.token.Reset(); err != nil {
+		return err
+	}
+	c.log.Info("PIN changed")
+	return nil
+}
+
+// checkPINHashEnc decrypts pinHashEnc and has the TPM check it.
+func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinHashEnc []byte) error {
+	h, err := p.Decrypt(s, pinHashEnc)
+	if err != nil || len(h) != pinHashLen {
+		return ErrInvalidParameter
+	}
+	err = c.checkPINHash(h)
+	if errors.Is(err, ErrPinInvalid) || errors.Is(err, ErrPinAuthBlocked) || errors.Is(err, ErrPinBlocked) {
+		// A miss makes the platform start over with a fresh key
+		// agreement (§6.5.5.5 step 6).
+		if rerr := p.Regenerate(); rerr != nil {
+			c.log.Error("regenerate key agreement key", "err", rerr)
+		}
+	}
+	return err
+}
+
+// tokenRequest reads the permissions and RP ID of a token request
+// (§6.5.5.7 steps 1-3): permissions present, non-zero, defined, and only
+// those of features this authenticator has.
+func (c *clientPIN) tokenRequest(req *ClientPINRequest) (pinuv.Permission, string, error) {
+	if req.Permissions == nil {
+		return 0, "", ErrMissingParameter
+	}
+	if *req.Permissions == 0 || *req.Permissions > 0xff {
+		return 0, "", ErrInvalidParameter
+	}
+	perms := pinuv.Permission(*req.Permissions)
+	if perms&^c.supported != 0 {
+		return 0, "", ErrUnauthorizedPermission
+	}
+	rpID := ""
+	if req.RPID != nil {
+		rpID = *req.RPID
+	}
+	return perms, rpID, nil
+}
+
+// getPinToken is §6.5.5.7 (getPinToken, and with permissions when
+// withPermissions).
+func (c *clientPIN) getPinToken(req *ClientPINRequest, withPermissions bool) (*ClientPINResponse, error) {
+	if req.KeyAgreement == nil || req.PinHashEnc == nil {
+		return nil, ErrMissingParameter
+	}
+	perms := pinuv.PermMakeCredential | pinuv.PermGetAssertion // what legacy getPinToken grants
+	rpID := ""
+	if withPermissions {
+		var err error
+		if perms, rpID, err = c.tokenRequest(req); err != nil {
+			return nil, err
+		}
+	} else if req.Permissions != nil || req.RPID != nil {
+		return nil, ErrInvalidParameter
+	}
+	p, s, err := c.sharedSecret(req)
+	if err != nil {
+		return nil, err
+	}
+	if !c.IsSet() {
+		return nil, ErrPinNotSet
+	}
+	if err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
+		return nil, err
+	}
+	if c.policy.ForcePINChange {
+		return nil, ErrPinPolicyViolation
+	}
+	return c.issueToken(p, s, perms, rpID, false)
+}
+
+// issueToken makes a new pinUvAuthToken and returns it encrypted.
+func (c *clientPIN) issueToken(p pinuv.Protocol, s pinuv.SharedSecret, perms pinuv.Permission, rpID string, userPresent bool) (*ClientPINResponse, error) {
+	if err := c.token.Reset(); err != nil {
+		return nil, err
+	}
+	c.tokenAccount = nil
+	c.token.Begin(userPresent, perms, rpID)
+	c.tokenProtocol = p.Version()
+	enc, err := p.Encrypt(s, c.token.Value())
+	if err != nil {
+		return nil, fmt.Errorf("encrypt token: %w", err)
+	}
+	return &ClientPINResponse{PinUvAuthToken: enc}, nil
+}
+
+// getPinUvAuthTokenUsingUv is §6.5.5.7.3: the token after built-in UV.
+func (c *clientPIN) getPinUvAuthTokenUsingUv(ctx context.Context, tx ctaphid.Transaction, req *ClientPINRequest, soleAccount soleAccountFunc) (*ClientPINResponse, error) {
+	if req.KeyAgreement == nil || req.Permissions == nil {
+		return nil, ErrMissingParameter
+	}
+	perms, rpID, err := c.tokenRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	p, s, err := c.sharedSecret(req)
+	if err != nil {
+		return nil, err
+	}
+	if !c.BuiltInUV() {
+		return nil, ErrInvalidSubcommand
+	}
+	if !c.IsSet() {
+		return nil, ErrNotAllowed
+	}
+	// A token for signing in to an RP with a single passkey: the prompt
+	// names that account, so typing the PIN chooses it (userSelected).
+	var account *keystore.Credential
+	if rpID != "" && perms&pinuv.PermGetAssertion != 0 && perms&pinuv.PermMakeCredential == 0 {
+		account = soleAccount(rpID)
+	}
+	pr := prompt.Request{Operation: prompt.OpVerify, RPID: rpID}
+	if account != nil {
+		pr.UserName = account.UserName
+	}
+	if err := c.VerifyUser(ctx, tx, pr); err != nil {
+		return nil, err
+	}
+	// Typing the PIN into the prompt is also presence.
+	resp, err := c.issueToken(p, s, perms, rpID, true)
+	if err == nil && account != nil {
+		c.tokenAccount = account.ID
+	}
+	return resp, err
+}
