@@ -64,7 +64,7 @@ func newServeCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/passkeyd", "directory holding the credential store and TPM-sealed device secrets")
-	f.StringVar(&o.tpmSpec, "tpm", "auto", "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator). With a private swtpm, a copy of the state dir is a copy of every passkey")
+	f.StringVar(&o.tpmSpec, "tpm", "auto", "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator, in test builds only: -tags tpmsim). With a private swtpm, a copy of the state dir is a copy of every passkey")
 	f.StringVar(&o.transport, "transport", "uhid", "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
 	f.StringVar(&o.prompt, "prompt", "agent", "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
 	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program for --prompt pinentry (default: pinentry on PATH)")
