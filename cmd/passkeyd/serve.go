@@ -18,6 +18,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
@@ -117,7 +118,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	if t.Info().Software {
 		// Never silent: whoever copies the state dir can sign as every
 		// passkey, and guess short PINs offline.
-		log.Warn(mgmt.SoftwareTPMWarning, "tpm", t.Info().Kind, "state_dir", o.stateDir,
+		log.Warn(mgmtapi.SoftwareTPMWarning, "tpm", t.Info().Kind, "state_dir", o.stateDir,
 			"why", "the TPM's seeds are files in the state dir: a copy of it signs as every passkey without the PIN, and short PINs can be guessed offline")
 	}
 	cfg := ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation)}
