@@ -11,6 +11,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
 )
@@ -76,16 +77,7 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		out := make([]mgmtapi.Credential, 0, len(creds))
 		for _, c := range creds {
-			mc := mgmtapi.Credential{
-				CredentialID: b64.EncodeToString(c.ID), RPID: c.RPID, RPName: c.RPName,
-				UserID: b64.EncodeToString(c.UserID), UserName: c.UserName, UserDisplayName: c.UserDisplayName,
-				CreatedAt: c.CreatedAt, Algorithm: c.Algorithm, CredProtect: c.CredProtect, Discoverable: c.Discoverable,
-			}
-			if !c.LastUsedAt.IsZero() {
-				used := c.LastUsedAt
-				mc.LastUsedAt = &used
-			}
-			out = append(out, mc)
+			out = append(out, wireCredential(c))
 		}
 		return out, nil
 	})
@@ -120,6 +112,21 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return nil, auth.Reset(ctx, args.PIN)
 	})
+}
+
+// wireCredential is the one conversion of a credential, as the
+// authenticator lists it, to what passkeyctl shows.
+func wireCredential(c keystore.Credential) mgmtapi.Credential {
+	w := mgmtapi.Credential{
+		CredentialID: b64.EncodeToString(c.ID), RPID: c.RPID, RPName: c.RPName,
+		UserID: b64.EncodeToString(c.UserID), UserName: c.UserName, UserDisplayName: c.UserDisplayName,
+		CreatedAt: c.CreatedAt, Algorithm: c.Algorithm, CredProtect: c.CredProtect, Discoverable: c.Discoverable,
+	}
+	if !c.LastUsedAt.IsZero() {
+		used := c.LastUsedAt
+		w.LastUsedAt = &used
+	}
+	return w
 }
 
 func formatAAGUID(a [16]byte) string {
