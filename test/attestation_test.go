@@ -15,7 +15,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/test/rpverify"
 )
 
@@ -165,7 +165,7 @@ func TestTPMAttestation(t *testing.T) {
 	d := startDaemonArgs(t, bin, stateDir, port, "swtpm", "--control", sock, "--attestation", "tpm")
 
 	out, code := ctl(t, ctlBin, sock, "", "info", "--json")
-	var info mgmt.Info
+	var info mgmtapi.Info
 	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Attestation != "tpm" {
 		t.Fatalf("info (%d): %s", code, out)
 	}

@@ -5,10 +5,14 @@
 # micro-benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Test flags from the Makefile (GOTESTFLAGS: the tpmsim tag, which compiles
+# in the TPM simulator); run on its own, the same. cgo: the simulator is C.
+read -ra testflags <<<"${GOTESTFLAGS--tags tpmsim}"
+export CGO_ENABLED=1
 n=${BENCH_N:-300x}
 echo "== end to end vs TPM floor (swtpm; x-floor = median / floor median)"
-go test -run '^$' -bench 'GetAssertion|MakeCredential' -benchtime "$n" ./test/bench/ | grep -E '^Benchmark'
+go test "${testflags[@]}" -run '^$' -bench 'GetAssertion|MakeCredential' -benchtime "$n" ./test/bench/ | grep -E '^Benchmark'
 echo "== scale: 10,000 discoverable credentials over 1,000 RPs"
-go test -run '^$' -bench 'Scale' -benchtime 5x -timeout 20m ./test/bench/ | grep -E '^Benchmark'
+go test "${testflags[@]}" -run '^$' -bench 'Scale' -benchtime 5x -timeout 20m ./test/bench/ | grep -E '^Benchmark'
 echo "== TPM floors and store"
-go test -run '^$' -bench . -benchtime "$n" ./internal/hardware/tpm/ ./internal/hardware/keystore/ | grep -E '^Benchmark'
+go test "${testflags[@]}" -run '^$' -bench . -benchtime "$n" ./internal/hardware/tpm/ ./internal/hardware/keystore/ | grep -E '^Benchmark'

@@ -134,6 +134,9 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
+// daemonBinary builds passkeyd as shipped, without the tpmsim tag: these
+// tests drive real TPMs (swtpm) and should run the production binary. A
+// test that passes --tpm sim gets ErrNoSimulator's message, not a skip.
 func daemonBinary(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("PASSKEYD_BIN"); bin != "" {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 )
 
 // ctl runs the passkeyctl binary; it returns stdout+stderr and the exit code.
@@ -77,7 +77,7 @@ func TestPasskeyctl(t *testing.T) {
 	}
 	// JSON with the documented fields.
 	out, code = ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "rp")
-	var creds []mgmt.Credential
+	var creds []mgmtapi.Credential
 	if code != 0 || json.Unmarshal([]byte(out), &creds) != nil || len(creds) != 3 {
 		t.Fatalf("list --json (%d): %s", code, out)
 	}
@@ -132,7 +132,7 @@ func TestPasskeyctl(t *testing.T) {
 	if out, code := ctl(t, ctlBin, sock, "2468\n2468\n", "pin", "set", "--stdin"); code != 0 || !strings.Contains(out, "PIN set.") {
 		t.Fatalf("pin set (%d): %s", code, out)
 	}
-	var info mgmt.Info
+	var info mgmtapi.Info
 	out, _ = ctl(t, ctlBin, sock, "", "info", "--json")
 	if json.Unmarshal([]byte(out), &info) != nil || !info.PINSet || info.PINRetries != 8 || info.Credentials != 2 {
 		t.Fatalf("info --json after pin set: %s", out)

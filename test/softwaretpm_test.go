@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 )
 
 // softwareTPMLine is what the daemon logs at WARN and passkeyctl info
@@ -70,7 +70,7 @@ func TestSoftwareTPMOptInWarns(t *testing.T) {
 	if code != 0 || !slices.Contains(strings.Split(out, "\n"), softwareTPMLine) {
 		t.Errorf("passkeyctl info (exit %d) lacks the line %q:\n%s", code, softwareTPMLine, out)
 	}
-	var info mgmt.Info
+	var info mgmtapi.Info
 	out, code = ctl(t, ctlBin, sock, "", "info", "--json")
 	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.TPM.Kind != "swtpm" || !strings.Contains(out, `"software": true`) {
 		t.Errorf("passkeyctl info --json (exit %d): %s", code, out)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 )
 
 func newAttestationCommand(g *globalOptions) *cobra.Command {
@@ -29,8 +29,8 @@ this machine's TPM.`,
   openssl x509 -noout -text -in $(hostname)-passkeyd-ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res mgmt.AttestationCA
-			if err := call(cmd.Context(), g, mgmt.OpAttestationCA, nil, &res); err != nil {
+			var res mgmtapi.AttestationCA
+			if err := call(cmd.Context(), g, mgmtapi.OpAttestationCA, nil, &res); err != nil {
 				return err
 			}
 			b := res.Certificate

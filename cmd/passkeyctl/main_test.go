@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 )
 
 func TestVersion(t *testing.T) {
@@ -33,14 +33,14 @@ func TestVersion(t *testing.T) {
 func TestLockoutLine(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.Local)
 	for _, c := range []struct {
-		l    mgmt.Lockout
+		l    mgmtapi.Lockout
 		want []string
 	}{
-		{mgmt.Lockout{FailedTries: 1, MaxTries: 3, RecoveryIntervalSeconds: 1000},
+		{mgmtapi.Lockout{FailedTries: 1, MaxTries: 3, RecoveryIntervalSeconds: 1000},
 			[]string{"no (1 of 3 failed tries, TPM-wide; one forgiven per 16m40s)"}},
-		{mgmt.Lockout{InLockout: true, FailedTries: 3, MaxTries: 3, RecoveryIntervalSeconds: 1000, RecoversWithinSeconds: 1000},
+		{mgmtapi.Lockout{InLockout: true, FailedTries: 3, MaxTries: 3, RecoveryIntervalSeconds: 1000, RecoversWithinSeconds: 1000},
 			[]string{"YES", "dictionary-attack lockout (3 of 3 failed tries", "recovers within 16m40s (by about 12:16)", "No PIN retry is used"}},
-		{mgmt.Lockout{InLockout: true, FailedTries: 3, MaxTries: 3},
+		{mgmtapi.Lockout{InLockout: true, FailedTries: 3, MaxTries: 3},
 			[]string{"dictionary-attack lockout", "only its lockout authority ends it", "No PIN retry is used"}},
 	} {
 		got := lockoutLine(&c.l, now)

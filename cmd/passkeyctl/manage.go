@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
-	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 )
 
@@ -88,9 +88,9 @@ func (t *terminalIO) confirm(question string) (bool, error) {
 	return a == "y" || a == "yes", nil
 }
 
-func getInfo(ctx context.Context, g *globalOptions) (mgmt.Info, error) {
-	var in mgmt.Info
-	return in, call(ctx, g, mgmt.OpInfo, nil, &in)
+func getInfo(ctx context.Context, g *globalOptions) (mgmtapi.Info, error) {
+	var in mgmtapi.Info
+	return in, call(ctx, g, mgmtapi.OpInfo, nil, &in)
 }
 
 func newListCommand(g *globalOptions) *cobra.Command {
@@ -107,8 +107,8 @@ func newListCommand(g *globalOptions) *cobra.Command {
   passkeyctl list --json | jq -r '.[].rpId'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var creds []mgmt.Credential
-			if err := call(cmd.Context(), g, mgmt.OpList, nil, &creds); err != nil {
+			var creds []mgmtapi.Credential
+			if err := call(cmd.Context(), g, mgmtapi.OpList, nil, &creds); err != nil {
 				return err
 			}
 			creds = filterCreds(creds, filter, rp)
@@ -131,7 +131,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func filterCreds(creds []mgmt.Credential, filter, rp string) []mgmt.Credential {
+func filterCreds(creds []mgmtapi.Credential, filter, rp string) []mgmtapi.Credential {
 	f := strings.ToLower(filter)
 	out := creds[:0:0]
 	for _, c := range creds {
@@ -146,23 +146,23 @@ func filterCreds(creds []mgmt.Credential, filter, rp string) []mgmt.Credential {
 	return out
 }
 
-func sortCreds(creds []mgmt.Credential, by string) error {
-	used := func(c mgmt.Credential) time.Time {
+func sortCreds(creds []mgmtapi.Credential, by string) error {
+	used := func(c mgmtapi.Credential) time.Time {
 		if c.LastUsedAt == nil {
 			return time.Time{}
 		}
 		return *c.LastUsedAt
 	}
-	var less func(a, b mgmt.Credential) bool
+	var less func(a, b mgmtapi.Credential) bool
 	switch by {
 	case "rp":
-		less = func(a, b mgmt.Credential) bool { return a.RPID+"\x00"+a.UserName < b.RPID+"\x00"+b.UserName }
+		less = func(a, b mgmtapi.Credential) bool { return a.RPID+"\x00"+a.UserName < b.RPID+"\x00"+b.UserName }
 	case "user":
-		less = func(a, b mgmt.Credential) bool { return a.UserName+"\x00"+a.RPID < b.UserName+"\x00"+b.RPID }
+		less = func(a, b mgmtapi.Credential) bool { return a.UserName+"\x00"+a.RPID < b.UserName+"\x00"+b.RPID }
 	case "created":
-		less = func(a, b mgmt.Credential) bool { return a.CreatedAt.After(b.CreatedAt) }
+		less = func(a, b mgmtapi.Credential) bool { return a.CreatedAt.After(b.CreatedAt) }
 	case "used":
-		less = func(a, b mgmt.Credential) bool { return used(a).After(used(b)) }
+		less = func(a, b mgmtapi.Credential) bool { return used(a).After(used(b)) }
 	default:
 		return fmt.Errorf("--sort %q: want rp, user, created or used", by)
 	}
@@ -174,7 +174,7 @@ func sortCreds(creds []mgmt.Credential, by string) error {
 // prefix for delete in practice.
 func shortID(id string) string { return id[:min(len(id), 12)] }
 
-func printTable(w io.Writer, creds []mgmt.Credential) {
+func printTable(w io.Writer, creds []mgmtapi.Credential) {
 	if len(creds) == 0 {
 		fmt.Fprintln(w, "No passkeys.")
 		return
@@ -194,8 +194,8 @@ func printTable(w io.Writer, creds []mgmt.Credential) {
 
 // resolve finds the passkeys a delete names: one ID prefix, or --rp and
 // --user together.
-func resolve(creds []mgmt.Credential, prefix, rp, user string) ([]mgmt.Credential, error) {
-	var out []mgmt.Credential
+func resolve(creds []mgmtapi.Credential, prefix, rp, user string) ([]mgmtapi.Credential, error) {
+	var out []mgmtapi.Credential
 	for _, c := range creds {
 		switch {
 		case prefix != "" && strings.HasPrefix(c.CredentialID, prefix):
@@ -233,8 +233,8 @@ func newDeleteCommand(g *globalOptions) *cobra.Command {
 			if (prefix == "") == (rp == "") || (prefix != "" && user != "") {
 				return &exitError{code: exitUsage, err: errors.New("name the passkey by an ID prefix, or by --rp (and --user)")}
 			}
-			var creds []mgmt.Credential
-			if err := call(cmd.Context(), g, mgmt.OpList, nil, &creds); err != nil {
+			var creds []mgmtapi.Credential
+			if err := call(cmd.Context(), g, mgmtapi.OpList, nil, &creds); err != nil {
 				return err
 			}
 			victims, err := resolve(creds, prefix, rp, user)
@@ -261,7 +261,7 @@ func newDeleteCommand(g *globalOptions) *cobra.Command {
 					return &exitError{code: exitNotAllowed, err: errors.New("not deleted")}
 				}
 			}
-			a := mgmt.DeleteArgs{}
+			a := mgmtapi.DeleteArgs{}
 			for _, v := range victims {
 				a.IDs = append(a.IDs, v.CredentialID)
 			}
@@ -271,7 +271,7 @@ func newDeleteCommand(g *globalOptions) *cobra.Command {
 				}
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "Confirm at the passkeyd prompt ...")
-			if err := call(cmd.Context(), g, mgmt.OpDelete, a, nil); err != nil {
+			if err := call(cmd.Context(), g, mgmtapi.OpDelete, a, nil); err != nil {
 				return err
 			}
 			for _, v := range victims {
@@ -334,7 +334,7 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 			}
 			if in.TPM.Software {
 				// Its own line, after the table, so it is not lost in it.
-				fmt.Fprintln(w, mgmt.SoftwareTPMWarning)
+				fmt.Fprintln(w, mgmtapi.SoftwareTPMWarning)
 			}
 			return nil
 		},
@@ -344,7 +344,7 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 }
 
 // lockoutLine describes the TPM's dictionary-attack state for info.
-func lockoutLine(l *mgmt.Lockout, now time.Time) string {
+func lockoutLine(l *mgmtapi.Lockout, now time.Time) string {
 	interval := time.Duration(l.RecoveryIntervalSeconds) * time.Second
 	if !l.InLockout {
 		return fmt.Sprintf("no (%d of %d failed tries, TPM-wide; one forgiven per %v)", l.FailedTries, l.MaxTries, interval)
@@ -385,7 +385,7 @@ func newPINCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer done()
-			var a mgmt.SetPINArgs
+			var a mgmtapi.SetPINArgs
 			if change {
 				if a.Old, err = term.secret("Current PIN: "); err != nil {
 					return err
@@ -402,7 +402,7 @@ func newPINCommand(g *globalOptions) *cobra.Command {
 				return &exitError{code: exitUsage, err: errors.New("the two new PINs differ")}
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "Confirm at the passkeyd prompt ...")
-			if err := call(cmd.Context(), g, mgmt.OpSetPIN, a, nil); err != nil {
+			if err := call(cmd.Context(), g, mgmtapi.OpSetPIN, a, nil); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "PIN set.")
@@ -441,14 +441,14 @@ func newResetCommand(g *globalOptions) *cobra.Command {
 					return &exitError{code: exitNotAllowed, err: errors.New("not reset")}
 				}
 			}
-			var a mgmt.ResetArgs
+			var a mgmtapi.ResetArgs
 			if info.PINSet && info.PINRetries > 0 {
 				if a.PIN, err = term.secret("PIN: "); err != nil {
 					return err
 				}
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "Confirm at the passkeyd prompt ...")
-			if err := call(cmd.Context(), g, mgmt.OpReset, a, nil); err != nil {
+			if err := call(cmd.Context(), g, mgmtapi.OpReset, a, nil); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Reset: every passkey and the PIN are gone.")

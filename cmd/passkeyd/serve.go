@@ -18,6 +18,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
@@ -64,7 +65,7 @@ func newServeCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/passkeyd", "directory holding the credential store and TPM-sealed device secrets")
-	f.StringVar(&o.tpmSpec, "tpm", "auto", "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator). With a private swtpm, a copy of the state dir is a copy of every passkey")
+	f.StringVar(&o.tpmSpec, "tpm", "auto", "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator, in test builds only: -tags tpmsim). With a private swtpm, a copy of the state dir is a copy of every passkey")
 	f.StringVar(&o.transport, "transport", "uhid", "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
 	f.StringVar(&o.prompt, "prompt", "agent", "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
 	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program for --prompt pinentry (default: pinentry on PATH)")
@@ -117,7 +118,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	if t.Info().Software {
 		// Never silent: whoever copies the state dir can sign as every
 		// passkey, and guess short PINs offline.
-		log.Warn(mgmt.SoftwareTPMWarning, "tpm", t.Info().Kind, "state_dir", o.stateDir,
+		log.Warn(mgmtapi.SoftwareTPMWarning, "tpm", t.Info().Kind, "state_dir", o.stateDir,
 			"why", "the TPM's seeds are files in the state dir: a copy of it signs as every passkey without the PIN, and short PINs can be guessed offline")
 	}
 	cfg := ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation)}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
+	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
@@ -93,8 +94,8 @@ func BenchmarkScale10k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var creds []mgmt.Credential
-		if err := cl.Call(mgmt.OpList, nil, &creds); err != nil || len(creds) != total {
+		var creds []mgmtapi.Credential
+		if err := cl.Call(mgmtapi.OpList, nil, &creds); err != nil || len(creds) != total {
 			b.Fatalf("list: %d credentials, %v", len(creds), err)
 		}
 		cl.Close()

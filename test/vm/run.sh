@@ -17,6 +17,7 @@
 #
 # Environment:
 #   PASSKEYD_BIN=PATH       daemon to test instead of building ./cmd/passkeyd
+#                           (built with -tags tpmsim: two checks use --tpm sim)
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
 #   PASSKEYD_VM_TIMEOUT=S   bound on the whole VM run (default 420 s)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, swtpm log)
@@ -96,8 +97,8 @@ missing_pkgs() {
 	# systemd-cryptsetup come with systemd itself).
 	command -v cryptsetup >/dev/null || [ -x /usr/sbin/cryptsetup ] || p+=(cryptsetup-bin)
 	command -v setpriv >/dev/null || p+=(util-linux)
-	# The daemon is built with cgo: the in-process TPM simulator serves
-	# the checks of its error messages.
+	# The daemon is built with cgo and the tpmsim tag: the in-process TPM
+	# simulator serves the checks of its error messages.
 	command -v gcc >/dev/null || p+=(gcc)
 	[ -e /usr/include/openssl/ssl.h ] || p+=(libssl-dev)
 	if [ "$browser" = 1 ] && [ ! -x /usr/lib/chromium/chromium ]; then p+=(chromium); fi
@@ -172,7 +173,8 @@ trap cleanup EXIT
 # Assuan, answers GETPIN with $FAKE_PIN and CONFIRM with OK).
 bins=(./cmd/passkeyctl ./internal/daemon/pinentry/testdata/fakepinentry)
 [ -z "${PASSKEYD_BIN:-}" ] && bins+=(./cmd/passkeyd)
-(cd "$repo" && CGO_ENABLED=1 go build -o "$work/" "${bins[@]}") || die "go build ${bins[*]} failed"
+# -tags tpmsim: the guest's error-message checks run passkeyd --tpm sim.
+(cd "$repo" && CGO_ENABLED=1 go build -tags tpmsim -o "$work/" "${bins[@]}") || die "go build ${bins[*]} failed"
 [ -n "${PASSKEYD_BIN:-}" ] && cp "$PASSKEYD_BIN" "$work/passkeyd"
 chmod 0755 "$work" "$work/passkeyd" "$work/passkeyctl" "$work/fakepinentry"
 cat >"$work/env" <<EOF

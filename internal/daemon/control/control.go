@@ -40,6 +40,15 @@
 // The other way round, a client checks who serves the socket before it
 // sends anything (Dial, Trust): a socket placed by another user could be
 // phishing for the PIN.
+//
+// # What it owns
+//
+// The framing, the peer checks and the connection limits, for both ends;
+// not the operations, which their owners register (Server.Handle: the
+// management operations of package mgmt, the prompt agent). Client and
+// server share this package because neither side needs more than the
+// standard library and x/sys: it may not import CTAP, the TPM or the store
+// (internal/protocol, internal/hardware), since passkeyctl links it.
 package control
 
 import (

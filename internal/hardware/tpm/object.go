@@ -493,36 +493,52 @@ func (t *TPM) Unseal(blob KeyBlob) ([]byte, error) {
 	return secret, err
 }
 
-// Signer returns a crypto.Signer over a key blob (for self-signed
-// certificates). Its SignerOpts must be crypto.SHA256; RSA signs PKCS#1 v1.5.
-func (t *TPM) Signer(blob KeyBlob) (crypto.Signer, error) {
-	// Parse a copy: the signer outlives the call and the caller may reuse
+// BlobSigner signs a SHA-256 digest with a key blob. *TPM is one; so are
+// the TPM interfaces of ctap2 and attest, whose tests wrap the TPM to count
+// or fail signatures.
+type BlobSigner interface {
+	Sign(blob KeyBlob, digest []byte) ([]byte, error)
+}
+
+// Signer is a crypto.Signer whose private key is a TPM key blob: it signs
+// certificates (the U2F attestation certificate, the attestation CA) with
+// keys that never leave the TPM. Its SignerOpts must be crypto.SHA256; RSA
+// signs PKCS#1 v1.5. It is passkeyd's only TPM-backed crypto.Signer.
+type Signer struct {
+	tpm  BlobSigner
+	blob KeyBlob
+	pub  crypto.PublicKey
+}
+
+// NewSigner returns a Signer that signs with blob, a signing key (not
+// sealed data or an HMAC key), through t.
+func NewSigner(t BlobSigner, blob KeyBlob) (*Signer, error) {
+	// Keep a copy: the signer outlives the call and the caller may reuse
 	// its slice.
-	o, err := parseBlob(bytes.Clone(blob))
+	blob = bytes.Clone(blob)
+	o, err := parseBlob(blob)
 	if err != nil {
 		return nil, fmt.Errorf("signer: %w", err)
 	}
 	if o.sealed || o.hmac {
 		return nil, fmt.Errorf("signer: %w: sealed data or HMAC key, not a signing key", ErrInvalidBlob)
 	}
-	return &signer{t: t, o: o}, nil
+	return &Signer{tpm: t, blob: blob, pub: o.pub}, nil
 }
 
-type signer struct {
-	t *TPM
-	o *object
-}
+// Signer returns a Signer over blob that signs with this TPM.
+func (t *TPM) Signer(blob KeyBlob) (*Signer, error) { return NewSigner(t, blob) }
 
 // Public implements crypto.Signer.
-func (s *signer) Public() crypto.PublicKey { return s.o.pub }
+func (s *Signer) Public() crypto.PublicKey { return s.pub }
 
 // Sign implements crypto.Signer; rand is unused (the TPM has its own RNG).
-func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if opts == nil || opts.HashFunc() != crypto.SHA256 {
 		return nil, errors.New("sign: only SHA-256 digests are supported")
 	}
 	if _, ok := opts.(*rsa.PSSOptions); ok {
 		return nil, errors.New("sign: RSA-PSS is not supported (keys are RSASSA-PKCS1-v1_5)")
 	}
-	return s.t.sign(s.o, digest)
+	return s.tpm.Sign(s.blob, digest)
 }

@@ -1,7 +1,13 @@
+//go:build tpmsim
+
+// The reference simulator is C (the Microsoft TPM 2.0 reference code linked
+// against OpenSSL), so it lives behind the tpmsim tag: production binaries
+// build without cgo, gcc or libssl-dev, and cannot be started on a TPM whose
+// seeds die with the process. nosim.go is the untagged side.
+
 package tpm
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -14,8 +20,6 @@ import (
 // we fail fast instead, because a daemon or test that blocks there hangs.
 var simInUse atomic.Bool
 
-var errSimInUse = errors.New("open simulator: already open in this process (it is a process-wide singleton: share one *TPM)")
-
 // simTPM is the in-process simulator as a transport; Close also releases the
 // singleton.
 type simTPM struct {
@@ -24,7 +28,7 @@ type simTPM struct {
 
 // openSimulator starts a freshly manufactured reference TPM. Its seeds are
 // random per Open, so blobs do not survive Close.
-func openSimulator() (*simTPM, error) {
+func openSimulator() (transport.TPMCloser, error) {
 	if !simInUse.CompareAndSwap(false, true) {
 		return nil, errSimInUse
 	}

@@ -3,9 +3,11 @@
 // TPM only as wrapped blobs that this TPM alone can load.
 //
 // Backends: a kernel TPM device (/dev/tpmrm0), a swtpm socket, a private swtpm
-// process, or go-tpm-tools' in-process reference simulator. Benchmarks and
-// tests of other packages open a private software TPM the same way this
-// package's do:
+// process, or go-tpm-tools' in-process reference simulator. The simulator is
+// C (cgo, OpenSSL) and for tests only: it is compiled in with the tpmsim tag
+// (sim.go); without it, which is every production build, Spec "sim" fails
+// with ErrNoSimulator (nosim.go). Benchmarks and tests of other packages open
+// a private software TPM the same way this package's do:
 //
 //	t, err := tpm.Open(tpm.Config{Spec: "swtpm", StateDir: tb.TempDir()})
 //
@@ -14,6 +16,11 @@
 // UnsealWithPIN opens it over a salted session. Wrong PINs count against the
 // TPM's dictionary-attack lockout, which is TPM-wide (DictionaryAttackStatus;
 // see pin.go and lockout.go for how it meets CTAP's own retry counters).
+//
+// The package owns every command passkeyd sends to the TPM, the blob format,
+// and the one TPM-backed crypto.Signer (Signer). It imports no other passkeyd
+// package and knows nothing of CTAP, credentials or the store: those build on
+// it, never the reverse.
 package tpm
 
 import (
@@ -67,8 +74,10 @@ type Config struct {
 	//   "unix:PATH": a socket taking raw TPM commands (swtpm --server type=unixio);
 	//                one connection, held until Close (swtpm serves one client at a time)
 	//   "swtpm": start a private swtpm with state under StateDir/swtpm, killed on Close
-	//   "sim": go-tpm-tools' in-process reference simulator (needs cgo; one per
-	//          process; freshly manufactured on each Open, so blobs die with it)
+	//   "sim": go-tpm-tools' in-process reference simulator, for tests only: it
+	//          exists only in binaries built with -tags tpmsim (and cgo), else
+	//          Open returns ErrNoSimulator; one per process; freshly
+	//          manufactured on each Open, so blobs die with it
 	Spec string
 	// StateDir is needed for "swtpm" and "device-or-swtpm".
 	StateDir string
@@ -98,6 +107,15 @@ var ErrInvalidBlob = errors.New("invalid key blob")
 // one before a TPM clear, gets. An ErrInvalidBlob without it is a blob
 // that is malformed or truncated, which no TPM change explains.
 var ErrBlobRefused = fmt.Errorf("%w: the TPM refuses it", ErrInvalidBlob)
+
+// ErrNoSimulator is what Open with Spec "sim" returns in a binary built
+// without the tpmsim tag, which is every production build: the simulator is
+// for tests only. Its text is the whole explanation passkeyd prints.
+var ErrNoSimulator = errors.New("this build has no TPM simulator: it is for tests (go test -tags tpmsim)")
+
+// errSimInUse: the simulator is open already (sim.go). Declared here, in
+// every build, for the tests that check it.
+var errSimInUse = errors.New("open simulator: already open in this process (it is a process-wide singleton: share one *TPM)")
 
 var errClosed = errors.New("tpm: use of closed TPM")
 

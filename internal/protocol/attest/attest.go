@@ -27,7 +27,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"time"
 
@@ -275,7 +274,10 @@ func loadCA(t TPM, s Store, now time.Time) (*ca, error) {
 		}
 		pub = k.(*ecdsa.PublicKey)
 	}
-	signer := &tpmSigner{tpm: t, blob: blob, pub: pub}
+	signer, err := tpm.NewSigner(t, blob)
+	if err != nil {
+		return nil, fmt.Errorf("attestation: CA key: %w", err)
+	}
 	if errCert == nil {
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
@@ -439,20 +441,4 @@ func randomSerial() (*big.Int, error) {
 		return nil, fmt.Errorf("attestation: certificate serial: %w", err)
 	}
 	return serial.Add(serial, big.NewInt(1)), nil // positive, non-zero
-}
-
-// tpmSigner is a crypto.Signer whose key is a TPM key blob.
-type tpmSigner struct {
-	tpm  TPM
-	blob tpm.KeyBlob
-	pub  *ecdsa.PublicKey
-}
-
-func (s *tpmSigner) Public() crypto.PublicKey { return s.pub }
-
-func (s *tpmSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if opts == nil || opts.HashFunc() != crypto.SHA256 {
-		return nil, errors.New("attestation CA: only SHA-256 is supported")
-	}
-	return s.tpm.Sign(s.blob, digest)
 }

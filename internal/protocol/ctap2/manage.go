@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 )
 
@@ -14,21 +14,6 @@ import (
 // It is the same authenticator state as the CTAP commands and follows the
 // same rules: destructive operations need presence through the prompt, and
 // the PIN (checked by the TPM, counted like clientPIN) when one is set.
-
-// CredentialInfo describes one discoverable credential for listing.
-type CredentialInfo struct {
-	ID              []byte
-	RPID            string
-	RPName          string
-	UserID          []byte
-	UserName        string
-	UserDisplayName string
-	CreatedAt       time.Time
-	LastUsedAt      time.Time // zero: never used
-	Algorithm       int
-	CredProtect     int
-	Discoverable    bool
-}
 
 // Info is what passkeyctl info shows about the authenticator.
 type Info struct {
@@ -70,23 +55,25 @@ func (a *Authenticator) Info() Info {
 	return in
 }
 
-// ListCredentials returns every discoverable credential, newest first.
-// Listing needs no presence: the control socket already limits it to root
-// and the device's owner.
-func (a *Authenticator) ListCredentials() ([]CredentialInfo, error) {
+// ListCredentials returns every discoverable credential, newest first, as
+// copies of the stored records with two differences: CredProtect is the
+// effective level (unset is userVerificationOptional, 1), and the key
+// material (KeyBlob, CredBlob, LargeBlobKey) is nil, so that no listing
+// can show it. Listing needs no presence: the control socket already
+// limits it to root and the device's owner.
+func (a *Authenticator) ListCredentials() ([]keystore.Credential, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	creds, err := a.allCredentials()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]CredentialInfo, 0, len(creds))
+	out := make([]keystore.Credential, 0, len(creds))
 	for _, c := range creds {
-		out = append(out, CredentialInfo{
-			ID: c.ID, RPID: c.RPID, RPName: c.RPName, UserID: c.UserID, UserName: c.UserName,
-			UserDisplayName: c.UserDisplayName, CreatedAt: c.CreatedAt, LastUsedAt: c.LastUsedAt,
-			Algorithm: c.Algorithm, CredProtect: max(c.CredProtect, credProtectUVOptional), Discoverable: c.Discoverable,
-		})
+		v := *c
+		v.CredProtect = max(c.CredProtect, credProtectUVOptional)
+		v.KeyBlob, v.CredBlob, v.LargeBlobKey = nil, nil, nil
+		out = append(out, v)
 	}
 	return out, nil
 }

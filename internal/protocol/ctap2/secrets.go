@@ -1,14 +1,12 @@
 package ctap2
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"time"
 
@@ -141,7 +139,10 @@ func (ds *deviceSecrets) loadU2FAttestation(t TPM, s Store, now time.Time) error
 		NotAfter:              now.AddDate(30, 0, 0).UTC(),
 		BasicConstraintsValid: true,
 	}
-	signer := &tpmSigner{tpm: t, blob: blob, pub: pub}
+	signer, err := tpm.NewSigner(t, blob)
+	if err != nil {
+		return fmt.Errorf("U2F attestation key: %w", err)
+	}
 	cert, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
 	if err != nil {
 		return fmt.Errorf("self-sign U2F attestation certificate: %w", err)
@@ -157,19 +158,3 @@ func (ds *deviceSecrets) loadU2FAttestation(t TPM, s Store, now time.Time) error
 }
 
 func isNotFound(err error) bool { return errors.Is(err, keystore.ErrNotFound) }
-
-// tpmSigner is a crypto.Signer whose private key is in the TPM.
-type tpmSigner struct {
-	tpm  TPM
-	blob tpm.KeyBlob
-	pub  crypto.PublicKey
-}
-
-func (s *tpmSigner) Public() crypto.PublicKey { return s.pub }
-
-func (s *tpmSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if opts.HashFunc() != crypto.SHA256 {
-		return nil, fmt.Errorf("tpm signer: hash %v not supported", opts.HashFunc())
-	}
-	return s.tpm.Sign(s.blob, digest)
-}

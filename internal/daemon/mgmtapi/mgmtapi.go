@@ -1,7 +1,12 @@
-// Package mgmt defines the management operations passkeyctl asks the
+// Package mgmtapi defines the management operations passkeyctl asks the
 // daemon for over the control socket: their names and JSON shapes, shared
 // by both sides so they cannot drift apart.
-package mgmt
+//
+// It is the wire contract and nothing else: plain types and constants. It
+// may import only the standard library, never the TPM, the store, CTAP or
+// anything with cgo, because passkeyctl links it (internal/daemon/mgmt
+// serves it in the daemon).
+package mgmtapi
 
 import "time"
 
