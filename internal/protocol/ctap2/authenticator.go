@@ -91,6 +91,38 @@ type Config struct {
 	Capacity int
 	// Now is the clock; tests replace it. Default time.Now.
 	Now func() time.Time
+	// Policy is the administrator's floor under the PIN policy.
+	Policy AdminPolicy
+}
+
+// AdminPolicy is what an administrator sets for a fleet (the daemon's
+// configuration file): floors under the PIN policy a platform configures
+// with authenticatorConfig (CTAP 2.1 §6.11), which the person at the key
+// cannot lower. A reset keeps them.
+type AdminPolicy struct {
+	// AlwaysUV turns alwaysUv on and keeps it on: toggleAlwaysUv answers
+	// CTAP2_ERR_OPERATION_DENIED, as §6.11.2 allows an authenticator
+	// that does not support disabling it.
+	AlwaysUV bool
+	// MinPINLength raises the minimum PIN length (0: CTAP's default of
+	// 4). A PIN set before the raise must be changed (forcePINChange).
+	MinPINLength int
+	// MinPINLengthRPs may read the minimum through the minPinLength
+	// extension (§12.4), besides those setMinPINLength lists.
+	MinPINLengthRPs []string
+}
+
+// maxAdminMinPINLengthRPs bounds the administrator's RP list.
+const maxAdminMinPINLengthRPs = 32
+
+func (p AdminPolicy) check() error {
+	if p.MinPINLength != 0 && (p.MinPINLength < defaultMinPINLength || p.MinPINLength > maxPINBytes) {
+		return fmt.Errorf("ctap2: administrator's minimum PIN length %d: want %d to %d", p.MinPINLength, defaultMinPINLength, maxPINBytes)
+	}
+	if len(p.MinPINLengthRPs) > maxAdminMinPINLengthRPs {
+		return fmt.Errorf("ctap2: %d RPs may read the minimum PIN length: at most %d", len(p.MinPINLengthRPs), maxAdminMinPINLengthRPs)
+	}
+	return nil
 }
 
 // DefaultCapacity is the number of discoverable credentials allowed by
@@ -129,6 +161,7 @@ type Authenticator struct {
 	lbWrite     *largeBlobWrite // a large-blob write in progress
 	attestation AttestationMode
 	attester    Attester
+	policy      AdminPolicy // the administrator's floor, kept across resets
 }
 
 // New provisions (first run) or loads the device secrets and returns a
@@ -144,6 +177,10 @@ func New(cfg Config) (*Authenticator, error) {
 		log:      cfg.Logger,
 		capacity: cfg.Capacity,
 		now:      cfg.Now,
+		policy:   cfg.Policy,
+	}
+	if err := a.policy.check(); err != nil {
+		return nil, err
 	}
 	if a.prompter == nil {
 		a.prompter = prompt.DenyAll{}
@@ -197,6 +234,7 @@ func (a *Authenticator) clientPINConfig() clientPINConfig {
 		// The optional commands this authenticator has.
 		Permissions: pinuv.PermCredentialManagement | pinuv.PermLargeBlobWrite,
 		Values:      devicePINValues,
+		Floor:       a.policy,
 	}
 }
 

@@ -76,6 +76,8 @@ type clientPINConfig struct {
 	// blobs); mc, ga and acfg are always granted.
 	Permissions pinuv.Permission
 	Values      pinValues
+	// Floor is the administrator's policy, applied over the stored one.
+	Floor AdminPolicy
 }
 
 // clientPIN is the one authority for PIN and user verification (CTAP 2.1
@@ -102,6 +104,7 @@ type clientPIN struct {
 	supported pinuv.Permission
 
 	policy pinPolicy
+	floor  AdminPolicy
 
 	object      tpm.KeyBlob // nil: no PIN set
 	retries     int
@@ -128,6 +131,7 @@ func newClientPIN(cfg clientPINConfig) (*clientPIN, error) {
 	c := &clientPIN{
 		store: cfg.Store, tpm: cfg.TPM, prompter: cfg.Prompt, log: cfg.Log, now: cfg.Now,
 		values:    cfg.Values,
+		floor:     cfg.Floor,
 		supported: pinuv.PermMakeCredential | pinuv.PermGetAssertion | pinuv.PermAuthenticatorConfig | cfg.Permissions,
 		retries:   maxPINRetries,
 	}
@@ -147,6 +151,9 @@ func newClientPIN(cfg clientPINConfig) (*clientPIN, error) {
 		return nil, err
 	}
 	if err := c.loadPIN(); err != nil {
+		return nil, err
+	}
+	if err := c.applyFloor(); err != nil {
 		return nil, err
 	}
 	return c, nil

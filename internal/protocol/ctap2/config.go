@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -71,14 +72,36 @@ func (c *clientPIN) MinPINLength() int { return c.policy.MinPINLength }
 func (c *clientPIN) ForcePINChange() bool { return c.policy.ForcePINChange }
 
 // MinPINLengthFor is the minPinLength extension's output for rpID: the
-// minimum, when setMinPINLength listed the RP (§12.4).
+// minimum, when setMinPINLength or the administrator listed the RP
+// (§12.4).
 func (c *clientPIN) MinPINLengthFor(rpID string) (int, bool) {
-	for _, id := range c.policy.MinPINLengthRPIDs {
-		if id == rpID {
-			return c.policy.MinPINLength, true
-		}
+	if slices.Contains(c.policy.MinPINLengthRPIDs, rpID) || slices.Contains(c.floor.MinPINLengthRPs, rpID) {
+		return c.policy.MinPINLength, true
 	}
 	return 0, false
+}
+
+// applyFloor raises the stored policy to the administrator's floor and
+// stores it when that changed anything. A raised minimum forces a PIN set
+// before it to be changed: its length is not known until it is typed, and
+// a fleet's rule must hold for PINs chosen under the old one.
+func (c *clientPIN) applyFloor() error {
+	changed := false
+	if c.floor.AlwaysUV && !c.policy.AlwaysUV {
+		c.policy.AlwaysUV, changed = true, true
+	}
+	if c.floor.MinPINLength > c.policy.MinPINLength {
+		c.policy.MinPINLength, changed = c.floor.MinPINLength, true
+		if c.IsSet() {
+			c.policy.ForcePINChange = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	c.log.Info("administrator's PIN policy applied", "alwaysUv", c.policy.AlwaysUV,
+		"minPINLength", c.policy.MinPINLength, "forcePINChange", c.policy.ForcePINChange)
+	return c.savePolicy()
 }
 
 // Protected: a PIN is set or alwaysUv is on, so commands that change the
@@ -90,8 +113,13 @@ func (c *clientPIN) setForcePINChange(v bool) error {
 	return c.savePolicy()
 }
 
-// ToggleAlwaysUV is toggleAlwaysUv (§6.11.2).
+// ToggleAlwaysUV is toggleAlwaysUv (§6.11.2). Under an administrator's
+// alwaysUv it cannot be turned off: OPERATION_DENIED, the answer §6.11.2
+// gives an authenticator that does not support disabling it.
 func (c *clientPIN) ToggleAlwaysUV() error {
+	if c.floor.AlwaysUV && c.policy.AlwaysUV {
+		return ErrOperationDenied
+	}
 	c.policy.AlwaysUV = !c.policy.AlwaysUV
 	c.log.Info("alwaysUv toggled", "alwaysUv", c.policy.AlwaysUV)
 	return c.savePolicy()
