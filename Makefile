@@ -97,7 +97,7 @@ install:
 	@echo "  modprobe uhid"
 	@echo "  udevadm trigger --settle --subsystem-match=misc --sysname-match=uhid"
 	@echo "  udevadm trigger --settle --subsystem-match=tpmrm"
-	@echo "  echo PASSKEYD_OWNER=YOUR_USER_NAME >/etc/default/passkeyd"
+	@echo "  install -D -m 0644 cmd/passkeyd/dist/passkeyd.conf /etc/passkeyd/passkeyd.conf   # then set owner = \"YOUR_USER_NAME\""
 	@echo "  systemctl daemon-reload"
 	@echo "  systemctl enable --now passkeyd"
 	@echo "then as yourself, in your desktop session:"
@@ -109,4 +109,4 @@ install:
 # setting and the passkeys in /var/lib/passkeyd stay.
 uninstall:
 	rm -f $(foreach f,$(INSTALLED_FILES),'$(DESTDIR)$(f)')
-	@echo "Removed. The passkeyd user, /etc/default/passkeyd and the passkeys in /var/lib/passkeyd are kept."
+	@echo "Removed. The passkeyd user, /etc/passkeyd/passkeyd.conf and the passkeys in /var/lib/passkeyd are kept."

@@ -336,11 +336,27 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 				// Its own line, after the table, so it is not lost in it.
 				fmt.Fprintln(w, mgmtapi.SoftwareTPMWarning)
 			}
+			if len(in.Settings) > 0 {
+				fmt.Fprintln(w, "\nSettings (passkeyd.conf key, value, where it came from):")
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				for _, st := range in.Settings {
+					fmt.Fprintf(tw, "  %s\t%s\t%s\n", st.Key, orNone(st.Value), st.Source)
+				}
+				return tw.Flush()
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	return cmd
+}
+
+// orNone shows an empty setting.
+func orNone(v string) string {
+	if v == "" {
+		return `""`
+	}
+	return v
 }
 
 // lockoutLine describes the TPM's dictionary-attack state for info.

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/passkeyd/passkeyd/internal/buildinfo"
+	"github.com/passkeyd/passkeyd/internal/daemon/config"
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
@@ -42,6 +44,7 @@ func newRootCommand() *cobra.Command {
 }
 
 type serveOptions struct {
+	configPath  string
 	stateDir    string
 	tpmSpec     string
 	transport   string
@@ -51,6 +54,35 @@ type serveOptions struct {
 	owner       string
 	attestation string
 	logLevel    string
+	policy      config.Policy
+	settings    []mgmtapi.Setting // the effective settings and their sources
+}
+
+// loadConfig merges the configuration file with the flags the command line
+// set: a flag overrides the file, the file the default. The file must
+// exist when --config names it; the default path may be missing (a
+// hand-installed daemon runs on defaults).
+func loadConfig(flags *pflag.FlagSet, path string) (serveOptions, error) {
+	c, err := config.Load(path, flags.Changed("config"))
+	if err != nil {
+		return serveOptions{}, err
+	}
+	for _, name := range config.Flags() {
+		if f := flags.Lookup(name); f != nil && f.Changed {
+			if err := c.SetFlag(name, f.Value.String()); err != nil {
+				return serveOptions{}, err
+			}
+		}
+	}
+	o := serveOptions{
+		configPath: path, stateDir: c.StateDir, tpmSpec: c.TPM, transport: c.Transport, prompt: c.Prompt,
+		pinentry: c.Pinentry, control: c.Control, owner: c.Owner, attestation: c.Attestation, logLevel: c.LogLevel,
+		policy: c.Policy,
+	}
+	for _, st := range c.Settings() {
+		o.settings = append(o.settings, mgmtapi.Setting{Key: st.Key, Value: st.Value, Source: st.Source.String()})
+	}
+	return o, nil
 }
 
 func newServeCommand() *cobra.Command {
@@ -61,18 +93,26 @@ func newServeCommand() *cobra.Command {
 		Example: `  # The simulation transport, with a private swtpm, for tests:
   passkeyd serve --state-dir /tmp/pk --tpm swtpm --transport udp:127.0.0.1:8111 --prompt approve-all`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			eff, err := loadConfig(cmd.Flags(), o.configPath)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), eff)
+		},
 	}
+	d := config.Default()
 	f := cmd.Flags()
-	f.StringVar(&o.stateDir, "state-dir", "/var/lib/passkeyd", "directory holding the credential store and TPM-sealed device secrets")
-	f.StringVar(&o.tpmSpec, "tpm", "auto", "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator, in test builds only: -tags tpmsim). With a private swtpm, a copy of the state dir is a copy of every passkey")
-	f.StringVar(&o.transport, "transport", "uhid", "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
-	f.StringVar(&o.prompt, "prompt", "agent", "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
-	f.StringVar(&o.pinentry, "pinentry", "", "pinentry program for --prompt pinentry (default: pinentry on PATH)")
-	f.StringVar(&o.control, "control", control.DefaultPath, "control socket for passkeyctl and the prompt agent; empty disables it")
-	f.StringVar(&o.owner, "owner", "", "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
-	f.StringVar(&o.attestation, "attestation", string(ctap2.AttestationSelf), "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.configPath, "config", config.DefaultPath, "configuration file (TOML; every setting below has a key there, and a flag overrides it); the default path may be missing")
+	f.StringVar(&o.stateDir, "state-dir", d.StateDir, "directory holding the credential store and TPM-sealed device secrets")
+	f.StringVar(&o.tpmSpec, "tpm", d.TPM, "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator, in test builds only: -tags tpmsim). With a private swtpm, a copy of the state dir is a copy of every passkey")
+	f.StringVar(&o.transport, "transport", d.Transport, "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
+	f.StringVar(&o.prompt, "prompt", d.Prompt, "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
+	f.StringVar(&o.pinentry, "pinentry", d.Pinentry, "pinentry program for --prompt pinentry (default: pinentry on PATH)")
+	f.StringVar(&o.control, "control", d.Control, "control socket for passkeyctl and the prompt agent; empty disables it")
+	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
+	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
+	f.StringVar(&o.logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	return cmd
 }
 
@@ -121,7 +161,8 @@ func serve(ctx context.Context, o serveOptions) error {
 		log.Warn(mgmtapi.SoftwareTPMWarning, "tpm", t.Info().Kind, "state_dir", o.stateDir,
 			"why", "the TPM's seeds are files in the state dir: a copy of it signs as every passkey without the PIN, and short PINs can be guessed offline")
 	}
-	cfg := ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation)}
+	cfg := ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation),
+		Policy: ctap2.AdminPolicy{AlwaysUV: o.policy.AlwaysUV, MinPINLength: o.policy.MinPINLength, MinPINLengthRPs: o.policy.MinPINLengthRPs}}
 	var attester *attest.TPMAttester
 	if cfg.Attestation == ctap2.AttestationTPM {
 		// Created once (the CA and the attestation key) and kept across
@@ -170,7 +211,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})
 		svc := mgmt.Service{Auth: auth, TPM: t.Info(), Version: buildinfo.Version, StateDir: o.stateDir,
-			Transport: o.transport, Prompt: o.prompt}
+			Transport: o.transport, Prompt: o.prompt, Settings: o.settings}
 		if attester != nil {
 			svc.AttestationCA = attester.CACertificate()
 		}

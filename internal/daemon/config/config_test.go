@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -177,3 +178,51 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// TestShippedFile: the documented file the package installs loads as the
+// defaults, and with every example uncommented it still loads to the
+// defaults: each documented key exists and its example is valid.
+func TestShippedFile(t *testing.T) {
+	b, err := os.ReadFile("../../../cmd/passkeyd/dist/passkeyd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default().Settings()
+	for name, body := range map[string]string{
+		"as shipped":  string(b),
+		"uncommented": regexpUncomment(string(b)),
+	} {
+		c, err := Load(write(t, body), true)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i, s := range c.Settings() {
+			if s.Value != want[i].Value {
+				t.Errorf("%s: %s = %q, want the default %q", name, s.Key, s.Value, want[i].Value)
+			}
+		}
+	}
+	if n := strings.Count(regexpUncomment(string(b)), "\n") - strings.Count(string(b), "\n"); n != 0 {
+		t.Fatal("uncommenting changed the line count")
+	}
+	// Every key is documented.
+	for _, k := range keys {
+		leaf := k.name[strings.LastIndex(k.name, ".")+1:]
+		if !strings.Contains(string(b), "#"+leaf+" = ") {
+			t.Errorf("%s is not documented in the shipped file", k.name)
+		}
+	}
+}
+
+// regexpUncomment turns "#key = value" example lines into settings.
+func regexpUncomment(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if exampleRE.MatchString(l) {
+			lines[i] = strings.TrimPrefix(l, "#")
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+var exampleRE = regexp.MustCompile(`^#[a-z_]+ = `)

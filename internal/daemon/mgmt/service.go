@@ -30,6 +30,8 @@ type Service struct {
 	// AttestationCA is the DER certificate of the "tpm" attestation CA;
 	// nil when the daemon does not attest with the TPM.
 	AttestationCA []byte
+	// Settings are the daemon's effective settings with their sources.
+	Settings []mgmtapi.Setting
 }
 
 // Register adds passkeyctl's operations to the control socket. Listing is
@@ -51,6 +53,7 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
 			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
 			Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
+			Settings: s.Settings,
 		}
 		if st := in.TPMLockout; st != nil {
 			within, _ := st.RecoversWithin()

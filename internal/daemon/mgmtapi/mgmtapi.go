@@ -78,6 +78,17 @@ type Info struct {
 	Prompt       string   `json:"prompt"`
 	// TPMLockout is absent when the TPM does not report it.
 	TPMLockout *Lockout `json:"tpmLockout,omitempty"`
+	// Settings are the daemon's effective settings and where each came
+	// from (the configuration file and line, the command line, or the
+	// default).
+	Settings []Setting `json:"settings,omitempty"`
+}
+
+// Setting is one effective daemon setting.
+type Setting struct {
+	Key    string `json:"key"`    // as in passkeyd.conf: "tpm", "policy.min_pin_length"
+	Value  string `json:"value"`  // lists comma-separated
+	Source string `json:"source"` // "FILE:LINE", "command line" or "default"
 }
 
 // Lockout is the TPM's dictionary-attack state. It is TPM-wide: wrong
