@@ -1,11 +1,8 @@
 package test
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,33 +27,16 @@ func TestConfigFileBadValue(t *testing.T) {
 		if err := os.WriteFile(conf, []byte(tc.body), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out, code := runServe(t, bin, "--config", conf, "--state-dir", filepath.Join(dir, "state"))
+		out, code := runServeOnce(t, bin, filepath.Join(dir, "state"), "swtpm", "--config", conf)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		if code != 1 || len(lines) != 1 || !strings.Contains(out, conf) || !strings.Contains(out, tc.want) {
 			t.Errorf("%q: exit %d, output %q; want exit 1 and one line naming %s with %q", tc.body, code, out, conf, tc.want)
 		}
 	}
-	out, code := runServe(t, bin, "--config", filepath.Join(dir, "missing.conf"), "--state-dir", filepath.Join(dir, "state"))
+	out, code := runServeOnce(t, bin, filepath.Join(dir, "state"), "swtpm", "--config", filepath.Join(dir, "missing.conf"))
 	if code != 1 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "missing.conf") {
 		t.Errorf("a missing --config: exit %d, %q", code, out)
 	}
-}
-
-// runServe runs `passkeyd serve ARGS` to its exit (it must not start).
-func runServe(t *testing.T, bin string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--transport", "udp:127.0.0.1:0", "--control", ""}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return out.String(), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), 0
 }
 
 // TestConfigFileSettings: the file's settings take effect (the PIN policy

@@ -92,11 +92,11 @@ func dumpDB(t *testing.T, path string) map[string]string {
 // runServeOnce runs `passkeyd serve` on stateDir (private swtpm, UDP on a
 // free port, nobody to ask, no control socket, info logs) and expects it to
 // refuse to start. It returns stderr and the exit code; a daemon still
-// running after a minute is killed and fails the test.
-func runServeOnce(t *testing.T, bin, stateDir string, tpmSpec string) (string, int) {
+// running after a minute is killed and fails the test. extra flags follow.
+func runServeOnce(t *testing.T, bin, stateDir string, tpmSpec string, extra ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--state-dir", stateDir, "--tpm", tpmSpec,
-		"--transport", "udp:127.0.0.1:0", "--prompt", "deny", "--control", "")
+	cmd := exec.Command(bin, append([]string{"serve", "--state-dir", stateDir, "--tpm", tpmSpec,
+		"--transport", "udp:127.0.0.1:0", "--prompt", "deny", "--control", ""}, extra...)...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Start(); err != nil {

@@ -83,17 +83,15 @@ func (a *Authenticator) soleAccount(rpID string) *keystore.Credential {
 // comments are that section's.
 func (a *Authenticator) getAssertion(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
 	s := &getAssertionState{a: a, ctx: ctx, tx: tx}
-	for _, step := range []func() error{
+	if err := runSteps(
 		func() error { return s.parse(params) },
 		s.validate,
 		s.readDiscoverable,
 		s.authorize,
 		s.locateCredentials,
 		s.collectPresence,
-	} {
-		if err := step(); err != nil {
-			return nil, err
-		}
+	); err != nil {
+		return nil, err
 	}
 	return s.respond()
 }

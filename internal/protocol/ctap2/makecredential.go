@@ -32,7 +32,7 @@ const (
 // in the comments are that section's.
 func (a *Authenticator) makeCredential(ctx context.Context, tx ctaphid.Transaction, params []byte) ([]byte, error) {
 	s := &makeCredentialState{a: a, ctx: ctx, tx: tx}
-	for _, step := range []func() error{
+	if err := runSteps(
 		func() error { return s.parse(params) },
 		s.validate,
 		s.authorize,
@@ -42,10 +42,8 @@ func (a *Authenticator) makeCredential(ctx context.Context, tx ctaphid.Transacti
 		s.createCredential,
 		s.attest,
 		s.store,
-	} {
-		if err := step(); err != nil {
-			return nil, err
-		}
+	); err != nil {
+		return nil, err
 	}
 	return s.respond()
 }
@@ -428,4 +426,15 @@ func uvFlag(uv bool) byte {
 		return flagUV
 	}
 	return 0
+}
+
+// runSteps runs a command's steps in order and stops at the first error:
+// makeCredential and getAssertion read as their spec's numbered steps.
+func runSteps(steps ...func() error) error {
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
