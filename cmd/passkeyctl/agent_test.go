@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
@@ -128,28 +129,10 @@ func socketPath(t *testing.T) string {
 	return filepath.Join(dir, "run", "control.sock")
 }
 
-// syncBuffer collects log output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startAgent runs the agent loop in-process, as `passkeyctl agent` does.
-func startAgent(t *testing.T, path string, ui prompt.PINEntry) (logs *syncBuffer, result chan error, stop func()) {
+func startAgent(t *testing.T, path string, ui prompt.PINEntry) (logs *ctaptest.SyncBuffer, result chan error, stop func()) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &ctaptest.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	result = make(chan error, 1)
 	done := make(chan struct{})
@@ -389,7 +372,7 @@ func TestAgentTerminal(t *testing.T) {
 	d := startDaemon(t, socketPath(t), control.OwnerOrRoot(control.NoOwner))
 	in, typed := io.Pipe()
 	defer typed.Close()
-	out := &syncBuffer{}
+	out := &ctaptest.SyncBuffer{}
 	startAgent(t, d.path, &prompt.Terminal{In: in, Out: out})
 	waitFor(t, "the agent", func() bool { return d.agent.Agents() == 1 })
 	go func() {
@@ -504,7 +487,7 @@ func startForeign(t *testing.T, env string) (string, *bufio.Reader) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &ctaptest.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -529,7 +512,7 @@ func TestAgentForeignDaemon(t *testing.T) {
 	path, _ := startForeign(t, "PASSKEYCTL_TEST_DAEMON")
 
 	ui, log := fakeUI(t, "FAKE_PIN=0000")
-	var out syncBuffer
+	var out ctaptest.SyncBuffer
 	root := newRootCommand()
 	root.SetArgs([]string{"--control", path, "agent", "--pinentry", ui.Path})
 	root.SetOut(&out)
@@ -552,7 +535,7 @@ func TestAgentForeignDaemon(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &ctaptest.SyncBuffer{}
 	go runAgentTrusting(ctx, path, ui, slog.New(slog.NewTextHandler(logs, nil)), trust)
 	waitFor(t, "the agent to connect", func() bool { return strings.Contains(logs.String(), "connected to passkeyd") })
 }

@@ -2,7 +2,6 @@ package control
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,11 +13,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 )
 
 // TestRefusedPeerIsDisconnected: a peer refused an operation gets its
@@ -166,7 +166,7 @@ func TestReservedSlotsForOwner(t *testing.T) {
 // when it starts and then as a count, not line by line; the counts add up
 // to the refusals.
 func TestRefusalLogIsBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs ctaptest.SyncBuffer
 	srv := NewServer(slog.New(slog.NewJSONHandler(&logs, nil)))
 	srv.Handle("secret", func(Peer) bool { return false }, func(context.Context, Peer, json.RawMessage) (any, error) {
 		return "the secret", nil
@@ -218,24 +218,6 @@ func TestRefusalLogIsBounded(t *testing.T) {
 	if lines > 3 || refused != flood {
 		t.Errorf("%d refusals logged in %d lines counting %d; want at most 3 lines counting %d:\n%s", flood, lines, refused, flood, logs.String())
 	}
-}
-
-// syncBuffer collects log output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSlotsAreReleased: a uid that closes its connections gets its slots

@@ -1,48 +1,30 @@
 package prompt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 )
 
-// syncBuffer is an io.Writer safe to read while the Terminal writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTerm(t *testing.T) (*Terminal, *io.PipeWriter, *syncBuffer) {
+func newTerm(t *testing.T) (*Terminal, *io.PipeWriter, *ctaptest.SyncBuffer) {
 	r, w := io.Pipe()
-	out := &syncBuffer{}
+	out := &ctaptest.SyncBuffer{}
 	t.Cleanup(func() { w.Close() })
 	return &Terminal{In: r, Out: out}, w, out
 }
 
 // typeAnswer types line once the terminal shows the n-th question ending
 // in suffix.
-func typeAnswer(t *testing.T, w io.Writer, out *syncBuffer, suffix string, n int, line string) {
+func typeAnswer(t *testing.T, w io.Writer, out *ctaptest.SyncBuffer, suffix string, n int, line string) {
 	t.Helper()
 	go func() {
 		deadline := time.Now().Add(5 * time.Second)
@@ -178,7 +160,7 @@ func TestTerminalPINEchoOff(t *testing.T) {
 		t.Fatal("a new pty has echo off")
 	}
 	// Everything the terminal shows arrives on the master side.
-	var shown syncBuffer
+	var shown ctaptest.SyncBuffer
 	go io.Copy(&shown, master)
 	term := &Terminal{In: slave, Out: slave}
 	type result struct {
