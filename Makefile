@@ -69,11 +69,15 @@ SYSTEMDUSERUNITDIR   ?= $(PREFIX)/lib/systemd/user
 UDEVRULESDIR         ?= $(PREFIX)/lib/udev/rules.d
 SYSUSERSDIR          ?= $(PREFIX)/lib/sysusers.d
 MODULESLOADDIR       ?= $(PREFIX)/lib/modules-load.d
+# polkitd reads actions from one compiled-in directory only (polkitd 122:
+# /usr/share/polkit-1/actions), so this one does not follow PREFIX.
+POLKITACTIONSDIR     ?= /usr/share/polkit-1/actions
 DIST                 := cmd/passkeyd/dist
 # The files and the directories of their own that install creates.
 INSTALLED_FILES := $(BINDIR)/passkeyd $(BINDIR)/passkeyctl \
 	$(SYSTEMDSYSTEMUNITDIR)/passkeyd.service $(SYSTEMDUSERUNITDIR)/passkeyctl-agent.service \
-	$(UDEVRULESDIR)/60-passkeyd.rules $(SYSUSERSDIR)/passkeyd.conf $(MODULESLOADDIR)/passkeyd.conf
+	$(UDEVRULESDIR)/60-passkeyd.rules $(SYSUSERSDIR)/passkeyd.conf $(MODULESLOADDIR)/passkeyd.conf \
+	$(POLKITACTIONSDIR)/org.passkeyd.policy
 
 .PHONY: install uninstall
 
@@ -90,6 +94,7 @@ install:
 	install -D -m 0644 $(DIST)/60-passkeyd.rules '$(DESTDIR)$(UDEVRULESDIR)/60-passkeyd.rules'
 	install -D -m 0644 $(DIST)/passkeyd.sysusers '$(DESTDIR)$(SYSUSERSDIR)/passkeyd.conf'
 	install -D -m 0644 $(DIST)/modules-load.conf '$(DESTDIR)$(MODULESLOADDIR)/passkeyd.conf'
+	install -D -m 0644 $(DIST)/org.passkeyd.policy '$(DESTDIR)$(POLKITACTIONSDIR)/org.passkeyd.policy'
 	@echo
 	@echo "Installed. To start passkeyd, as root:"
 	@echo "  systemd-sysusers passkeyd.conf     # the passkeyd user and group"

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmt"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
+	"github.com/passkeyd/passkeyd/internal/daemon/polkit"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
@@ -107,7 +109,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.stateDir, "state-dir", d.StateDir, "directory holding the credential store and TPM-sealed device secrets")
 	f.StringVar(&o.tpmSpec, "tpm", d.TPM, "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator, in test builds only: -tags tpmsim). With a private swtpm, a copy of the state dir is a copy of every passkey")
 	f.StringVar(&o.transport, "transport", d.Transport, "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
-	f.StringVar(&o.prompt, "prompt", d.Prompt, "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
+	f.StringVar(&o.prompt, "prompt", d.Prompt, "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), polkit (the desktop's polkit dialog: the session's password or fingerprint verifies the user, no PIN), polkit+agent (polkit verifies, the agent asks for presence and for the PIN when polkit has no agent), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
 	f.StringVar(&o.pinentry, "pinentry", d.Pinentry, "pinentry program for --prompt pinentry (default: pinentry on PATH)")
 	f.StringVar(&o.control, "control", d.Control, "control socket for passkeyctl and the prompt agent; empty disables it")
 	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
@@ -183,7 +185,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	if o.control != "" {
 		ctl, err = control.Listen(o.control)
 		if err != nil {
-			if _, agent := prompter.(*prompt.Agent); agent {
+			if _, agent := sessionAgent(prompter); agent {
 				return fmt.Errorf("--control: %w", err)
 			}
 			log.Warn("no control socket: passkeyctl cannot reach this daemon", "err", err)
@@ -216,7 +218,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			svc.AttestationCA = attester.CACertificate()
 		}
 		svc.Register(csrv, control.OwnerOrRoot(owner))
-		if a, ok := prompter.(*prompt.Agent); ok {
+		if a, ok := sessionAgent(prompter); ok {
 			csrv.HandleStream("agent", control.OwnerOrRoot(owner), func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
 				log.Info("prompt agent connected", "uid", p.UID, "pid", p.PID)
 				defer log.Info("prompt agent disconnected", "uid", p.UID, "pid", p.PID)
@@ -303,14 +305,28 @@ func parsePrompt(o serveOptions, log *slog.Logger) (prompt.Prompter, error) {
 		return nil, fmt.Errorf("--pinentry %q: only for --prompt pinentry", o.pinentry)
 	}
 	switch o.prompt {
-	case "agent":
+	case "agent", "polkit+agent":
 		if o.control == "" {
-			return nil, errors.New("--prompt agent: needs the control socket (--control PATH) for the agent to connect to")
+			return nil, fmt.Errorf("--prompt %s: needs the control socket (--control PATH) for the agent to connect to", o.prompt)
 		}
 		if o.owner == "" {
-			log.Warn("--prompt agent without --owner: only an agent running as root is accepted")
+			log.Warn("--prompt " + o.prompt + " without --owner: only an agent running as root is accepted")
 		}
-		return &prompt.Agent{Logger: log}, nil
+		agent := &prompt.Agent{Logger: log}
+		if o.prompt == "agent" {
+			return agent, nil
+		}
+		pk, err := polkitBackend(log)
+		if err != nil {
+			return nil, fmt.Errorf("--prompt %s: %w", o.prompt, err)
+		}
+		return prompt.Both{Verifier: pk, Fallback: agent}, nil
+	case "polkit":
+		pk, err := polkitBackend(log)
+		if err != nil {
+			return nil, fmt.Errorf("--prompt polkit: %w", err)
+		}
+		return pk, nil
 	case "pinentry":
 		return &pinentry.Prompter{Path: o.pinentry}, nil
 	case "deny":
@@ -319,6 +335,28 @@ func parsePrompt(o serveOptions, log *slog.Logger) (prompt.Prompter, error) {
 		log.Warn("--prompt approve-all: every request is approved without asking anyone; use only for tests")
 		return prompt.ApproveAll{Delay: approveAllDelay, Logger: log}, nil
 	default:
-		return nil, fmt.Errorf("--prompt %q: want agent, pinentry, deny or approve-all", o.prompt)
+		return nil, fmt.Errorf("--prompt %q: want agent, pinentry, polkit, polkit+agent, deny or approve-all", o.prompt)
 	}
+}
+
+// polkitBackend asks polkit on the system bus about the active session on
+// seat0 (until the session tracker names the session).
+func polkitBackend(log *slog.Logger) (*polkit.Backend, error) {
+	conn, err := dbus.ConnectSystemBus()
+	if err != nil {
+		return nil, fmt.Errorf("system bus: %w", err)
+	}
+	return &polkit.Backend{Conn: conn, Subject: polkit.LogindSubject(conn, polkit.Seat0Session(conn)), Logger: log}, nil
+}
+
+// sessionAgent is the session agent behind p, if p asks through one.
+func sessionAgent(p prompt.Prompter) (*prompt.Agent, bool) {
+	switch p := p.(type) {
+	case *prompt.Agent:
+		return p, true
+	case prompt.Both:
+		a, ok := p.Fallback.(*prompt.Agent)
+		return a, ok
+	}
+	return nil, false
 }

@@ -106,6 +106,8 @@ func TestInstallUninstall(t *testing.T) {
 				prefix + "/lib/udev/rules.d/60-passkeyd.rules":        0o644,
 				prefix + "/lib/sysusers.d/passkeyd.conf":              0o644,
 				prefix + "/lib/modules-load.d/passkeyd.conf":          0o644,
+				// polkitd reads one directory, whatever the PREFIX.
+				"/usr/share/polkit-1/actions/org.passkeyd.policy": 0o644,
 			}
 			got := tree(t, destdir)
 			for f, mode := range want {

@@ -158,8 +158,8 @@ var keys = []key{
 			return false
 		}),
 		get: func(c *Config) string { return c.Transport }},
-	{name: "prompt", flag: "prompt", allow: `"agent", "pinentry", "deny" or "approve-all" (tests only)`,
-		set: str(func(c *Config) *string { return &c.Prompt }, oneOf("agent", "pinentry", "deny", "approve-all")),
+	{name: "prompt", flag: "prompt", allow: `"agent", "pinentry", "polkit", "polkit+agent", "deny" or "approve-all" (tests only)`,
+		set: str(func(c *Config) *string { return &c.Prompt }, oneOf("agent", "pinentry", "polkit", "polkit+agent", "deny", "approve-all")),
 		get: func(c *Config) string { return c.Prompt }},
 	{name: "pinentry", flag: "pinentry", allow: `"" (pinentry on PATH) or an absolute path`,
 		set: str(func(c *Config) *string { return &c.Pinentry }, func(s string) bool { return s == "" || absPath(s) }),

@@ -89,7 +89,7 @@ func TestBadValues(t *testing.T) {
 		{`tpm = "tpm2"`, `:1: tpm = "tpm2": want "auto"`},
 		{`tpm = "unix:relative/sock"`, `tpm = "unix:relative/sock": want`},
 		{`transport = "udp:127.0.0.1:99999"`, `transport =`},
-		{`prompt = "yes"`, `prompt = "yes": want "agent", "pinentry", "deny" or "approve-all"`},
+		{`prompt = "yes"`, `prompt = "yes": want "agent", "pinentry", "polkit", "polkit+agent", "deny" or "approve-all"`},
 		{`attestation = 1`, `attestation = 1: want "self", "none" or "tpm"`},
 		{`log_level = "trace"`, `log_level = "trace"`},
 		{`state_dir = "var/lib"`, `state_dir = "var/lib": want an absolute path`},

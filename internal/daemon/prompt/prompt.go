@@ -13,6 +13,7 @@ package prompt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -30,6 +31,9 @@ const (
 	OpVerify   Operation = "unlock the security key with its PIN"
 	OpManage   Operation = "manage passkeys"
 	OpSetPIN   Operation = "change the security key's PIN"
+	// OpUnlock is built-in UV through the system (a Verifier): the
+	// person proves who they are, not the device PIN.
+	OpUnlock Operation = "use a passkey"
 )
 
 // Request describes one prompt. RPID, UserName and Notice may be empty.
@@ -51,6 +55,19 @@ var (
 	ErrNoUser  = errors.New("prompt: nobody can be asked")
 )
 
+// Errors of a Verifier. ErrNotVerified is also ErrDenied; ErrNoVerifier
+// is also ErrNoUser.
+var (
+	// ErrNotVerified: the person answered but did not prove who they are
+	// (a wrong password or finger), as opposed to declining (ErrDenied).
+	ErrNotVerified = fmt.Errorf("%w: user verification failed", ErrDenied)
+	// ErrNoVerifier: nobody can verify the user this way now (polkit has
+	// no authentication agent in the session, or there is no polkit). A
+	// Verifier that is also a PINEntry may be asked for the device PIN
+	// instead.
+	ErrNoVerifier = fmt.Errorf("%w: no one can verify the user", ErrNoUser)
+)
+
 // Prompter obtains user presence. Confirm returns nil only when the user
 // approved; ctx is cancelled when the client sends CTAPHID_CANCEL.
 type Prompter interface {
@@ -68,6 +85,49 @@ type PINEntry interface {
 	// (UTF-8, no trailing newline). retries is the number of tries left,
 	// shown to the person. Errors as for Confirm.
 	EnterPIN(ctx context.Context, req Request, retries int) (string, error)
+}
+
+// Verifier is a Prompter that performs user verification itself: the
+// system verifies the person (polkit: the session user's password, or a
+// fingerprint where PAM is set up for it), and one dialog proves both
+// presence and verification. The authenticator's built-in UV goes through
+// it instead of the device PIN; nothing of it is checked by the TPM.
+type Verifier interface {
+	Prompter
+	// VerifyUser shows req and returns nil only when the person in the
+	// active session proved who they are. A failed proof is
+	// ErrNotVerified, a refusal ErrDenied, nobody to ask ErrNoVerifier
+	// (or ErrNoUser); otherwise as for Confirm.
+	VerifyUser(ctx context.Context, req Request) error
+}
+
+// Both is "polkit+agent": the system verifies the user (Verifier, which
+// need not be a PINEntry) and the session agent (Fallback) asks for
+// presence and, when the system has nobody to ask (ErrNoVerifier), for
+// the device PIN, which the TPM checks. Presence goes to the agent, and to
+// the Verifier only when no agent is connected (ErrNoUser).
+type Both struct {
+	Verifier Verifier
+	Fallback PINEntry
+}
+
+// Confirm implements Prompter.
+func (b Both) Confirm(ctx context.Context, req Request) error {
+	err := b.Fallback.Confirm(ctx, req)
+	if errors.Is(err, ErrNoUser) && ctx.Err() == nil {
+		return b.Verifier.Confirm(ctx, req)
+	}
+	return err
+}
+
+// EnterPIN implements PINEntry: the device PIN through the agent.
+func (b Both) EnterPIN(ctx context.Context, req Request, retries int) (string, error) {
+	return b.Fallback.EnterPIN(ctx, req, retries)
+}
+
+// VerifyUser implements Verifier.
+func (b Both) VerifyUser(ctx context.Context, req Request) error {
+	return b.Verifier.VerifyUser(ctx, req)
 }
 
 // Timeout bounds every prompt (CTAP leaves it to the authenticator; 30 s

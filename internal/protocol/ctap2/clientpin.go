@@ -68,7 +68,7 @@ type pinTPM interface {
 type clientPINConfig struct {
 	Store  valueStore
 	TPM    pinTPM
-	Prompt prompt.Prompter // built-in UV when it is a prompt.PINEntry
+	Prompt prompt.Prompter // built-in UV when it is a prompt.Verifier or a prompt.PINEntry
 	Log    *slog.Logger
 	Now    func() time.Time
 	// Permissions are the pinUvAuthToken permissions of the optional
@@ -219,12 +219,39 @@ func (c *clientPIN) Retries() int { return c.retries }
 // Blocked: no PIN retry is left, only a reset helps (§6.5.5.7).
 func (c *clientPIN) Blocked() bool { return c.IsSet() && c.retries == 0 }
 
-// BuiltInUV reports whether the prompt can do user verification: the
-// person types the device PIN into it (getInfo's uv option exists).
-func (c *clientPIN) BuiltInUV() bool {
-	_, ok := c.prompter.(prompt.PINEntry)
-	return ok
+// BuiltInUV reports whether the prompt can do user verification
+// (getInfo's uv option exists): the system verifies the person (a
+// prompt.Verifier: polkit), or the person types the device PIN into it (a
+// prompt.PINEntry).
+func (c *clientPIN) BuiltInUV() bool { return c.verifier() != nil || c.pinEntry() != nil }
+
+// UVConfigured is getInfo's uv option: built-in UV works now. The system's
+// verification needs no PIN; the PIN prompt needs a PIN set.
+func (c *clientPIN) UVConfigured() bool {
+	return c.verifier() != nil || (c.pinEntry() != nil && c.IsSet())
 }
+
+// SystemUV reports whether built-in UV is the system's (a Verifier), not
+// the TPM-checked device PIN.
+func (c *clientPIN) SystemUV() bool { return c.verifier() != nil }
+
+func (c *clientPIN) verifier() prompt.Verifier {
+	v, _ := c.prompter.(prompt.Verifier)
+	return v
+}
+
+func (c *clientPIN) pinEntry() prompt.PINEntry {
+	pe, _ := c.prompter.(prompt.PINEntry)
+	return pe
+}
+
+// systemUVRetries is getUVRetries' answer when the system verifies
+// (§6.5.5.3 getUVRetries): the attempts are counted, and locked out, by the
+// system (PAM: pam_faillock), which the authenticator cannot see, and a
+// failed attempt costs the authenticator nothing. It reports the full
+// count, never 0: 0 would make the platform fall back to a PIN that may
+// not exist.
+const systemUVRetries = maxPINRetries
 
 // Protocol resolves a pinUvAuthProtocol parameter (§6.5.4): missing is
 // CTAP2_ERR_MISSING_PARAMETER, unsupported CTAP1_ERR_INVALID_PARAMETER.
@@ -325,26 +352,42 @@ func (c *clientPIN) UVForRequest(uvOption, rk bool) (verify bool, err error) {
 		if !c.BuiltInUV() {
 			return false, ErrInvalidOption
 		}
-		if !c.IsSet() {
+		if !c.UVConfigured() {
 			return false, ErrOperationDenied // built-in UV not configured
 		}
 		return true, nil
 	}
-	if !c.policy.AlwaysUV && !(c.IsSet() && rk) {
+	// Protected by some form of UV: a PIN, or the system's verification
+	// (uv true in getInfo even without a PIN).
+	protected := c.IsSet() || c.SystemUV()
+	if !c.policy.AlwaysUV && !(protected && rk) {
 		return false, nil
 	}
-	if c.IsSet() && c.BuiltInUV() && c.policy.AlwaysUV {
+	if c.UVConfigured() && c.policy.AlwaysUV {
 		return true, nil // alwaysUv: verify with the prompt instead
 	}
 	return false, ErrPUATRequired
 }
 
-// VerifyUser runs built-in UV: the prompt asks for the device PIN, the
-// TPM checks it like clientPIN, with the same counters. The platform sees
+// VerifyUser runs built-in UV. With a prompt.Verifier the system verifies
+// the person (systemVerify); when it has nobody to ask and the prompt is
+// also a PINEntry with a PIN set ("polkit+agent"), the device PIN is asked
+// for instead. Otherwise the prompt asks for the device PIN and the TPM
+// checks it like clientPIN, with the same counters. The platform sees
 // UPNEEDED keepalives meanwhile.
 func (c *clientPIN) VerifyUser(ctx context.Context, tx ctaphid.Transaction, req prompt.Request) error {
-	pe, ok := c.prompter.(prompt.PINEntry)
-	if !ok || !c.IsSet() {
+	pe := c.pinEntry()
+	if v := c.verifier(); v != nil {
+		err := c.systemVerify(ctx, tx, v, req)
+		if !errors.Is(err, prompt.ErrNoVerifier) {
+			return err
+		}
+		if pe == nil || !c.IsSet() {
+			return ErrOperationDenied
+		}
+		c.log.Info("built-in UV: the system has nobody to ask; asking for the device PIN instead")
+	}
+	if pe == nil || !c.IsSet() {
 		return ErrNotAllowed
 	}
 	if c.retries == 0 {
@@ -372,6 +415,41 @@ func (c *clientPIN) VerifyUser(ctx context.Context, tx ctaphid.Transaction, req 
 		return ErrUVBlocked
 	}
 	return err
+}
+
+// systemVerify is built-in UV through the system (a prompt.Verifier), with
+// the statuses of a built-in UV method (CTAP 2.1 §6.1.2 step 11, §6.2.2
+// step 6 (the "uv" option), §6.5.5.7.3): the person not verified (a
+// wrong password or finger) is CTAP2_ERR_UV_INVALID, as a wrong PIN typed
+// into the prompt is; a declined or dismissed dialog is
+// CTAP2_ERR_OPERATION_DENIED, as a declined presence prompt (§6.1.2 step
+// 14); no answer in time CTAP2_ERR_USER_ACTION_TIMEOUT; CTAPHID_CANCEL
+// CTAP2_ERR_KEEPALIVE_CANCEL. prompt.ErrNoVerifier is returned as such,
+// for the caller's fallback. No counter: the system counts (PAM), so
+// UV_BLOCKED never comes from here.
+func (c *clientPIN) systemVerify(ctx context.Context, tx ctaphid.Transaction, v prompt.Verifier, req prompt.Request) error {
+	tx.SetStatus(ctaphid.StatusUPNeeded)
+	defer tx.SetStatus(ctaphid.StatusProcessing)
+	if req.Operation == prompt.OpVerify {
+		req.Operation = prompt.OpUnlock // not the PIN: the system's own unlock
+	}
+	vctx, cancel := context.WithTimeout(ctx, prompt.Timeout)
+	defer cancel()
+	err := v.VerifyUser(vctx, req)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ErrKeepaliveCancel
+	case errors.Is(err, prompt.ErrNoVerifier):
+		return err
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, prompt.ErrTimeout):
+		return ErrUserActionTimeout
+	case errors.Is(err, prompt.ErrNotVerified):
+		return ErrUVInvalid
+	default:
+		return ErrOperationDenied
+	}
 }
 
 // enterPIN asks the prompt for the PIN and maps its failures onto CTAP

@@ -79,6 +79,9 @@ func (c *clientPIN) Command(ctx context.Context, tx ctaphid.Transaction, req *Cl
 			return nil, ErrInvalidSubcommand
 		}
 		r := c.retries // built-in UV is the same PIN, so the same counter
+		if c.SystemUV() {
+			r = systemUVRetries
+		}
 		return &ClientPINResponse{UVRetries: &r}, nil
 	case pinGetKeyAgreement:
 		p, err := c.Protocol(req.PinUvAuthProtocol)
@@ -300,7 +303,7 @@ func (c *clientPIN) getPinUvAuthTokenUsingUv(ctx context.Context, tx ctaphid.Tra
 	if !c.BuiltInUV() {
 		return nil, ErrInvalidSubcommand
 	}
-	if !c.IsSet() {
+	if !c.UVConfigured() {
 		return nil, ErrNotAllowed
 	}
 	// A token for signing in to an RP with a single passkey: the prompt
@@ -316,7 +319,8 @@ func (c *clientPIN) getPinUvAuthTokenUsingUv(ctx context.Context, tx ctaphid.Tra
 	if err := c.VerifyUser(ctx, tx, pr); err != nil {
 		return nil, err
 	}
-	// Typing the PIN into the prompt is also presence.
+	// Typing the PIN into the prompt, or passing the system's dialog, is
+	// also presence.
 	resp, err := c.issueToken(p, s, perms, rpID, true)
 	if err == nil && account != nil {
 		c.tokenAccount = account.ID

@@ -104,9 +104,10 @@ func (c *clientPIN) applyFloor() error {
 	return c.savePolicy()
 }
 
-// Protected: a PIN is set or alwaysUv is on, so commands that change the
-// authenticator need a pinUvAuthToken (§6.10.3, §6.11).
-func (c *clientPIN) Protected() bool { return c.IsSet() || c.policy.AlwaysUV }
+// Protected: a PIN is set, the system verifies (built-in UV without a
+// PIN), or alwaysUv is on, so commands that change the authenticator need
+// a pinUvAuthToken (§6.10.3, §6.11).
+func (c *clientPIN) Protected() bool { return c.IsSet() || c.SystemUV() || c.policy.AlwaysUV }
 
 func (c *clientPIN) setForcePINChange(v bool) error {
 	c.policy.ForcePINChange = v

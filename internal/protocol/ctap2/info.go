@@ -83,17 +83,33 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		RemainingDiscoverableCredentials: max(0, a.capacity-a.store.CountCredentials()),
 	}
 	if a.pin.BuiltInUV() {
-		// Built-in UV is the device PIN typed into the prompt.
-		options["uv"] = a.pin.IsSet()
+		// Built-in UV is the device PIN typed into the prompt, or the
+		// system's verification (no PIN needed).
+		options["uv"] = a.pin.UVConfigured()
 		info.PreferredPlatformUvAttempts = 1
 		info.UVModality = uvModalityPasscodeInternal
+		if a.pin.SystemUV() {
+			info.UVModality = uvModalitySystem
+		}
 	}
 	return marshal(info)
 }
 
-// uvModalityPasscodeInternal is USER_VERIFY_PASSCODE_INTERNAL (FIDO
-// Registry §3.1).
-const uvModalityPasscodeInternal = 0x00000004
+// User verification methods (FIDO Registry of Predefined Values §3.1).
+const (
+	// uvModalityPasscodeInternal is USER_VERIFY_PASSCODE_INTERNAL: the
+	// device PIN typed into the authenticator's own prompt.
+	uvModalityPasscodeInternal = 0x00000004
+	// uvModalitySystem is the system's verification through polkit:
+	// USER_VERIFY_PASSCODE_EXTERNAL (0x800), the session user's password,
+	// a passcode that is not the authenticator's own and is checked
+	// outside it (by PAM, not the TPM), | USER_VERIFY_FINGERPRINT_INTERNAL
+	// (0x2), a fingerprint reader of this machine where PAM's polkit-1
+	// stack has pam_fprintd. Which one the dialog offers is PAM's choice,
+	// invisible to the authenticator, so both bits are hints; the password
+	// always remains.
+	uvModalitySystem = 0x00000800 | 0x00000002
+)
 
 // reset is authenticatorReset (CTAP 2.1 §6.6): only within 10 s of
 // power-up and with user presence; it wipes every credential and device
