@@ -203,6 +203,11 @@ func (t *Tracker) deliver() {
 				break
 			}
 			select {
+			case <-t.notify:
+				continue // already replaced: take the newer one
+			default:
+			}
+			select {
 			case t.out <- s:
 				last, sent = s, true
 				continue
