@@ -13,6 +13,7 @@ command -v pinentry-curses >/dev/null 2>&1 || pkgs+=(pinentry-curses)
 command -v dbus-daemon >/dev/null 2>&1 || pkgs+=(dbus-daemon)
 /usr/bin/python3 -c 'import dbusmock' >/dev/null 2>&1 || pkgs+=(python3-dbusmock)
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+{ command -v dbus-daemon >/dev/null 2>&1 && /usr/bin/python3 -c 'import dbusmock' >/dev/null 2>&1; } || pkgs+=(dbus-daemon python3-dbusmock)
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	echo "deps: installing ${pkgs[*]}" >&2
