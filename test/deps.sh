@@ -9,11 +9,10 @@ command -v swtpm >/dev/null 2>&1 || pkgs+=(swtpm swtpm-tools)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
 command -v pinentry-curses >/dev/null 2>&1 || pkgs+=(pinentry-curses)
 [ -e /usr/include/openssl/ssl.h ] || pkgs+=(libssl-dev)
-# The polkit backend's tests: a private bus with python3-dbusmock on it.
+# The polkit and session tests: a private bus with python3-dbusmock on it.
 command -v dbus-daemon >/dev/null 2>&1 || pkgs+=(dbus-daemon)
 /usr/bin/python3 -c 'import dbusmock' >/dev/null 2>&1 || pkgs+=(python3-dbusmock)
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
-{ command -v dbus-daemon >/dev/null 2>&1 && /usr/bin/python3 -c 'import dbusmock' >/dev/null 2>&1; } || pkgs+=(dbus-daemon python3-dbusmock)
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	echo "deps: installing ${pkgs[*]}" >&2
