@@ -91,7 +91,8 @@ control socket), 5 no such passkey.`,
 		},
 	})
 	root.AddCommand(newAgentCommand(&g), newPingCommand(&g), newListCommand(&g), newDeleteCommand(&g),
-		newInfoCommand(&g), newPINCommand(&g), newResetCommand(&g), newAttestationCommand(&g))
+		newInfoCommand(&g), newPINCommand(&g), newResetCommand(&g), newAttestationCommand(&g),
+		newExportCommand(&g))
 	return root
 }
 

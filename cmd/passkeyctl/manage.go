@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -93,10 +94,28 @@ func getInfo(ctx context.Context, g *globalOptions) (mgmtapi.Info, error) {
 	return in, call(ctx, g, mgmtapi.OpInfo, nil, &in)
 }
 
+// parseUser turns --user NAME or NAME:UID (an account no longer in the
+// user database) into the operation's arguments.
+func parseUser(s string) (mgmtapi.UserArgs, error) {
+	a := mgmtapi.UserArgs{User: s}
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		uid, err := strconv.ParseUint(s[i+1:], 10, 32)
+		if err != nil || i == 0 {
+			return a, &exitError{code: exitUsage, err: fmt.Errorf("--user %q: want NAME or NAME:UID", s)}
+		}
+		u := uint32(uid)
+		a.User, a.UID = s[:i], &u
+	}
+	return a, nil
+}
+
+// userFlag is --user of list, export and reset.
+const userFlagHelp = "as root: the Linux user whose passkeys (NAME, or NAME:UID for a removed account)"
+
 func newListCommand(g *globalOptions) *cobra.Command {
 	var (
-		filter, rp, sortBy string
-		asJSON             bool
+		filter, rp, sortBy, forUser string
+		asJSON                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -104,11 +123,20 @@ func newListCommand(g *globalOptions) *cobra.Command {
 		Example: `  passkeyctl list
   passkeyctl list --filter github
   passkeyctl list --rp example.com --sort used
-  passkeyctl list --json | jq -r '.[].rpId'`,
+  passkeyctl list --json | jq -r '.[].rpId'
+  sudo passkeyctl list --user alice`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var args any // nothing: the caller's own passkeys, as before namespaces
+			if forUser != "" {
+				a, err := parseUser(forUser)
+				if err != nil {
+					return err
+				}
+				args = a
+			}
 			var creds []mgmtapi.Credential
-			if err := call(cmd.Context(), g, mgmtapi.OpList, nil, &creds); err != nil {
+			if err := call(cmd.Context(), g, mgmtapi.OpList, args, &creds); err != nil {
 				return err
 			}
 			creds = filterCreds(creds, filter, rp)
@@ -128,6 +156,41 @@ func newListCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&rp, "rp", "", "show only passkeys of this site (relying party ID)")
 	cmd.Flags().StringVar(&sortBy, "sort", "created", "sort by: rp, user, created, used (newest first for times)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	cmd.Flags().StringVar(&forUser, "user", "", userFlagHelp+" to list")
+	return cmd
+}
+
+func newExportCommand(g *globalOptions) *cobra.Command {
+	var forUser string
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Print the metadata of a passkey namespace as JSON (never a key)",
+		Long: `export prints, as JSON, what a passkey namespace holds: every passkey's
+metadata as list --json shows it, whether a PIN is set, its retries, the
+minimum PIN length and alwaysUv. No key, credBlob, largeBlobKey or PIN
+object leaves the daemon. Without --user it is your own namespace.`,
+		Example: `  passkeyctl export > passkeys.json
+  sudo passkeyctl export --user alice`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var args any
+			if forUser != "" {
+				a, err := parseUser(forUser)
+				if err != nil {
+					return err
+				}
+				args = a
+			}
+			var out mgmtapi.Export
+			if err := call(cmd.Context(), g, mgmtapi.OpExport, args, &out); err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		},
+	}
+	cmd.Flags().StringVar(&forUser, "user", "", userFlagHelp+" to export")
 	return cmd
 }
 
@@ -432,12 +495,30 @@ func newPINCommand(g *globalOptions) *cobra.Command {
 }
 
 func newResetCommand(g *globalOptions) *cobra.Command {
-	var yes, fromStdin bool
+	var (
+		yes, fromStdin bool
+		forUser        string
+	)
 	cmd := &cobra.Command{
 		Use:   "reset",
 		Short: "Delete every passkey and the PIN (asks for confirmation, presence and the PIN)",
-		Args:  cobra.NoArgs,
+		Long: `reset deletes every passkey, the PIN and the settings of your passkey
+namespace, after confirmation here, presence at the prompt and the PIN.
+
+As root, --user NAME removes that user's namespace instead (its directory
+under the state dir, with every passkey, the PIN and the settings), after
+confirmation here only: root needs neither the user's PIN nor their
+presence. Do it before removing the account, or name a removed account as
+NAME:UID. The owner's passkeys are the device's own: reset them as the
+owner.`,
+		Example: `  passkeyctl reset
+  sudo passkeyctl reset --user alice
+  sudo passkeyctl reset --user olduser:1007 --yes`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if forUser != "" {
+				return removeNamespace(cmd, g, forUser, yes, fromStdin)
+			}
 			info, err := getInfo(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -473,5 +554,38 @@ func newResetCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&fromStdin, "stdin", false, "read answers (the PIN) from standard input instead of the terminal")
+	cmd.Flags().StringVar(&forUser, "user", "", userFlagHelp+" to remove, with their namespace")
 	return cmd
+}
+
+// removeNamespace is reset --user: root removes a user's namespace.
+func removeNamespace(cmd *cobra.Command, g *globalOptions, forUser string, yes, fromStdin bool) error {
+	a, err := parseUser(forUser)
+	if err != nil {
+		return err
+	}
+	var ns mgmtapi.Export
+	if err := call(cmd.Context(), g, mgmtapi.OpExport, a, &ns); err != nil {
+		return err
+	}
+	if !ns.Exists {
+		return &exitError{code: exitNotFound, err: fmt.Errorf("user %q has no passkey namespace", a.User)}
+	}
+	if !yes {
+		term, done, err := newTerminalIO(cmd, fromStdin)
+		if err != nil {
+			return err
+		}
+		defer done()
+		ok, err := term.confirm(fmt.Sprintf("Remove the passkey namespace of %s: all %d passkeys, the PIN and the settings? This cannot be undone.",
+			prompt.Display(a.User, 64), len(ns.Credentials)))
+		if err != nil || !ok {
+			return &exitError{code: exitNotAllowed, err: errors.New("not removed")}
+		}
+	}
+	if err := call(cmd.Context(), g, mgmtapi.OpRemoveNamespace, a, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "Removed the passkey namespace of %s.\n", prompt.Display(a.User, 64))
+	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +27,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
 	"github.com/passkeyd/passkeyd/internal/daemon/polkit"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/hardware/uhid"
@@ -56,6 +59,7 @@ type serveOptions struct {
 	owner       string
 	attestation string
 	logLevel    string
+	serveUser   string // --serve-user: a user's namespace on CTAPHID instead of the device's
 	policy      config.Policy
 	settings    []mgmtapi.Setting // the effective settings and their sources
 }
@@ -100,6 +104,7 @@ func newServeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			eff.serveUser = o.serveUser
 			return serve(cmd.Context(), eff)
 		},
 	}
@@ -115,6 +120,13 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
 	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
 	f.StringVar(&o.logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	// Until the session tracker selects the user of the seat, a fixed
+	// selection: the USB key serves this user's namespace (created on
+	// first use) instead of the device's own (the owner's).
+	f.StringVar(&o.serveUser, "serve-user", "", "serve this user's own passkey namespace (users/<ID> in the state dir) on the transport instead of the device's")
+	if err := f.MarkHidden("serve-user"); err != nil {
+		panic(err)
+	}
 	return cmd
 }
 
@@ -163,20 +175,40 @@ func serve(ctx context.Context, o serveOptions) error {
 		log.Warn(mgmtapi.SoftwareTPMWarning, "tpm", t.Info().Kind, "state_dir", o.stateDir,
 			"why", "the TPM's seeds are files in the state dir: a copy of it signs as every passkey without the PIN, and short PINs can be guessed offline")
 	}
-	cfg := ctap2.Config{TPM: t, Store: store, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation),
+	cfg := ctap2.Config{TPM: t, Prompt: prompter, Logger: log, Attestation: ctap2.AttestationMode(o.attestation),
 		Policy: ctap2.AdminPolicy{AlwaysUV: o.policy.AlwaysUV, MinPINLength: o.policy.MinPINLength, MinPINLengthRPs: o.policy.MinPINLengthRPs}}
 	var attester *attest.TPMAttester
 	if cfg.Attestation == ctap2.AttestationTPM {
-		// Created once (the CA and the attestation key) and kept across
-		// restarts and resets: a fleet trusts the CA certificate.
+		// Created once (the CA and the attestation key) in the device
+		// store and kept across restarts and resets, every user's too: a
+		// fleet trusts the CA certificate.
 		if attester, err = attest.LoadTPMAttester(t, store, ctap2.AAGUID, time.Now()); err != nil {
 			return fmt.Errorf("--attestation tpm: %w", err)
 		}
 		cfg.Attester = attester
 	}
-	auth, err := ctap2.New(cfg)
+	// The device store's own namespace is the owner's: the state dir of
+	// a daemon from before namespaces keeps every passkey where it is.
+	namespaces, err := users.Open(users.Config{StateDir: o.stateDir, Device: store, Auth: cfg, Owner: ownerIdentity(owner)})
 	if err != nil {
 		return err
+	}
+	defer namespaces.Close()
+	auth := namespaces.Default()
+	served := auth // what the transport serves
+	if o.serveUser != "" {
+		u, err := user.Lookup(o.serveUser)
+		if err != nil {
+			return fmt.Errorf("--serve-user: no user %q", o.serveUser)
+		}
+		uid, err := strconv.ParseUint(u.Uid, 10, 32)
+		if err != nil {
+			return fmt.Errorf("--serve-user: user %q has a non-numeric uid %q", o.serveUser, u.Uid)
+		}
+		if served, err = namespaces.Activate(uint32(uid), u.Username); err != nil {
+			return fmt.Errorf("--serve-user: %w", err)
+		}
+		log.Info("serving one user's passkey namespace", "uid", uid)
 	}
 	// The control socket after the store's lock, so that a second daemon
 	// stops there and never touches the first one's socket. Only the
@@ -213,7 +245,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})
 		svc := mgmt.Service{Auth: auth, TPM: t.Info(), Version: buildinfo.Version, StateDir: o.stateDir,
-			Transport: o.transport, Prompt: o.prompt, Settings: o.settings}
+			Transport: o.transport, Prompt: o.prompt, Settings: o.settings, Users: namespaces}
 		if attester != nil {
 			svc.AttestationCA = attester.CACertificate()
 		}
@@ -236,7 +268,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	info := t.Info()
 	log.Info("passkeyd serving", "version", buildinfo.Version, "transport", o.transport, "tpm", info.Kind, "state_dir", o.stateDir)
-	srv := ctaphid.NewServer(ctap2.HIDHandler(auth), ctaphid.Config{
+	srv := ctaphid.NewServer(ctap2.HIDHandler(served), ctaphid.Config{
 		Capabilities: ctaphid.CapWink | ctaphid.CapCBOR,
 		Version:      [3]byte{0, 1, 0},
 		Logger:       log,
@@ -247,6 +279,20 @@ func serve(ctx context.Context, o serveOptions) error {
 		return nil
 	}
 	return err
+}
+
+// ownerIdentity is the owner (a uid, control.NoOwner for none) as a user
+// of the namespaces: uid and account name, or the uid alone when no
+// account has it.
+func ownerIdentity(owner int) *users.Identity {
+	if owner < 0 {
+		return nil
+	}
+	id := &users.Identity{UID: uint32(owner)}
+	if u, err := user.LookupId(strconv.Itoa(owner)); err == nil {
+		id.Name = u.Username
+	}
+	return id
 }
 
 // reportDevice is a CTAPHID device the daemon can close.

@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/user"
+	"strconv"
 	"time"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
+	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
@@ -32,6 +35,106 @@ type Service struct {
 	AttestationCA []byte
 	// Settings are the daemon's effective settings with their sources.
 	Settings []mgmtapi.Setting
+	// Users are the per-user namespaces: root names one with
+	// mgmtapi.UserArgs (list, export, remove). nil: the daemon has only
+	// Auth's.
+	Users *users.Users
+	// PerUser lets every local user list and export their own namespace
+	// (the peer's uid and account name select it); without it only root
+	// and the owner may call, and reach Auth, as in single-owner mode.
+	PerUser bool
+}
+
+// User database lookups; variables so that tests can stand in for
+// /etc/passwd.
+var (
+	lookupUser = user.Lookup
+	lookupUID  = user.LookupId
+)
+
+// errNotRoot refuses a non-root caller that names a user.
+var errNotRoot = fmt.Errorf("%w: only root may name a user (--user)", ctap2.ErrManagementDenied)
+
+// target resolves whose namespace a request concerns: the named user's
+// (root only), else the caller's own. ok is false for a user without a
+// namespace (nothing to show, nothing created).
+func (s Service) target(peer control.Peer, args mgmtapi.UserArgs) (auth *ctap2.Authenticator, id users.Identity, ok bool, err error) {
+	if args.User == "" && args.UID == nil {
+		if !s.PerUser || peer.UID == 0 || s.Users == nil {
+			return s.Auth, users.Identity{}, true, nil
+		}
+		u, err := lookupUID(strconv.FormatUint(uint64(peer.UID), 10))
+		if err != nil {
+			return nil, id, false, fmt.Errorf("%w: uid %d has no account name", ctap2.ErrManagementDenied, peer.UID)
+		}
+		id = users.Identity{UID: peer.UID, Name: u.Username}
+	} else {
+		if peer.UID != 0 {
+			return nil, id, false, errNotRoot
+		}
+		if id, err = s.resolve(args); err != nil {
+			return nil, id, false, err
+		}
+	}
+	if s.Users == nil {
+		return nil, id, false, errors.New("this daemon keeps no per-user namespaces")
+	}
+	auth, err = s.Users.Lookup(id)
+	switch {
+	case errors.Is(err, users.ErrNoNamespace):
+		return nil, id, false, nil
+	case err != nil:
+		return nil, id, false, err
+	}
+	return auth, id, true, nil
+}
+
+// resolve turns UserArgs into an account: the name must be given; without
+// a uid the user database supplies it, with one the database must agree
+// (or no longer know the name: a removed account).
+func (s Service) resolve(args mgmtapi.UserArgs) (users.Identity, error) {
+	if args.User == "" {
+		return users.Identity{}, errors.New("name the user (NAME, or NAME:UID for a removed account)")
+	}
+	u, err := lookupUser(args.User)
+	if err != nil {
+		if args.UID == nil {
+			return users.Identity{}, fmt.Errorf("no user %q in the user database; for a removed account give its uid (NAME:UID)", args.User)
+		}
+		return users.Identity{UID: *args.UID, Name: args.User}, nil
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return users.Identity{}, fmt.Errorf("user %q has a non-numeric uid %q", args.User, u.Uid)
+	}
+	if args.UID != nil && uint32(uid) != *args.UID {
+		return users.Identity{}, fmt.Errorf("user %q has uid %d, not %d", args.User, uid, *args.UID)
+	}
+	return users.Identity{UID: uint32(uid), Name: args.User}, nil
+}
+
+// userArgs decodes an operation's optional UserArgs.
+func userArgs(op string, raw json.RawMessage) (mgmtapi.UserArgs, error) {
+	var a mgmtapi.UserArgs
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return a, fmt.Errorf("%s: want {\"user\": NAME, \"uid\": UID} or nothing", op)
+		}
+	}
+	return a, nil
+}
+
+// listCredentials is auth's credentials as passkeyctl shows them.
+func listCredentials(auth *ctap2.Authenticator) ([]mgmtapi.Credential, error) {
+	creds, err := auth.ListCredentials()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]mgmtapi.Credential, 0, len(creds))
+	for _, c := range creds {
+		out = append(out, wireCredential(c))
+	}
+	return out, nil
 }
 
 // Register adds passkeyctl's operations to the control socket. Listing is
@@ -73,16 +176,74 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return mgmtapi.AttestationCA{Certificate: s.AttestationCA}, nil
 	})
-	srv.Handle(mgmtapi.OpList, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
-		creds, err := auth.ListCredentials()
+	own := allowed // list and export of the caller's own namespace
+	if s.PerUser {
+		own = control.Anyone
+	}
+	srv.Handle(mgmtapi.OpList, own, func(_ context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+		args, err := userArgs(mgmtapi.OpList, raw)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]mgmtapi.Credential, 0, len(creds))
-		for _, c := range creds {
-			out = append(out, wireCredential(c))
+		a, _, ok, err := s.target(p, args)
+		if err != nil || !ok {
+			return []mgmtapi.Credential{}, err
+		}
+		return listCredentials(a)
+	})
+	srv.Handle(mgmtapi.OpExport, own, func(_ context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+		args, err := userArgs(mgmtapi.OpExport, raw)
+		if err != nil {
+			return nil, err
+		}
+		a, id, ok, err := s.target(p, args)
+		if err != nil {
+			return nil, err
+		}
+		out := mgmtapi.Export{Credentials: []mgmtapi.Credential{}}
+		if id.Name != "" {
+			uid := id.UID
+			out.User, out.UID = id.Name, &uid
+		}
+		if !ok {
+			return out, nil
+		}
+		out.Exists, out.Directory = true, s.StateDir
+		if id.Name != "" {
+			if out.Directory, err = s.Users.NamespaceDir(id); err != nil {
+				return nil, err
+			}
+		}
+		in := a.Info()
+		out.PINSet, out.PINRetries, out.MinPINLength, out.AlwaysUV = in.PINSet, in.PINRetries, in.MinPINLength, in.AlwaysUV
+		if out.Credentials, err = listCredentials(a); err != nil {
+			return nil, err
 		}
 		return out, nil
+	})
+	srv.Handle(mgmtapi.OpRemoveNamespace, control.RootOnly, func(_ context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+		args, err := userArgs(mgmtapi.OpRemoveNamespace, raw)
+		if err != nil {
+			return nil, err
+		}
+		if s.Users == nil {
+			return nil, errors.New("this daemon keeps no per-user namespaces")
+		}
+		id, err := s.resolve(args)
+		if err != nil {
+			return nil, err
+		}
+		switch err := s.Users.Remove(id); {
+		case errors.Is(err, users.ErrNoNamespace):
+			return nil, fmt.Errorf("user %q has no passkey namespace", id.Name)
+		case errors.Is(err, users.ErrDefault):
+			return nil, fmt.Errorf("user %q owns this device: their passkeys are the device's own; remove them with passkeyctl reset (as %s)", id.Name, id.Name)
+		case errors.Is(err, users.ErrActive):
+			return nil, fmt.Errorf("user %q is being served now: remove the namespace once their session has ended", id.Name)
+		case err != nil:
+			return nil, err
+		}
+		return map[string]bool{"removed": true}, nil
 	})
 	srv.Handle(mgmtapi.OpDelete, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
 		var args mgmtapi.DeleteArgs

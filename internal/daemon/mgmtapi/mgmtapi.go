@@ -19,7 +19,40 @@ const (
 	OpReset  = "reset"
 	// OpAttestationCA answers AttestationCA.
 	OpAttestationCA = "attestation.ca"
+	// OpExport answers Export: a namespace's metadata (args UserArgs).
+	OpExport = "namespace.export"
+	// OpRemoveNamespace deletes a user's namespace (args UserArgs; root
+	// only).
+	OpRemoveNamespace = "namespace.remove"
 )
+
+// UserArgs names the Linux user whose passkey namespace an operation
+// (list, export, remove) concerns. Empty: the caller's own (root's is the
+// device's). Naming a user is for root only. UID is for an account no
+// longer in the user database; a namespace belongs to uid and name.
+type UserArgs struct {
+	User string  `json:"user,omitempty"`
+	UID  *uint32 `json:"uid,omitempty"`
+}
+
+// Export is the answer to OpExport: what a namespace holds, without any
+// key (no key blob, credBlob, largeBlobKey, PIN object or sealed secret).
+type Export struct {
+	// User and UID name the namespace's user; both empty for the
+	// caller's own.
+	User string  `json:"user,omitempty"`
+	UID  *uint32 `json:"uid,omitempty"`
+	// Exists is false for a user without a namespace (nothing below).
+	Exists bool `json:"exists"`
+	// Directory holds the namespace's store (the state dir for the
+	// device's own, the owner's).
+	Directory    string       `json:"directory,omitempty"`
+	PINSet       bool         `json:"pinSet"`
+	PINRetries   int          `json:"pinRetries"`
+	MinPINLength int          `json:"minPinLength"`
+	AlwaysUV     bool         `json:"alwaysUv"`
+	Credentials  []Credential `json:"credentials"`
+}
 
 // AttestationCA is the answer to OpAttestationCA: the local attestation
 // CA's certificate, which an organisation adds to its relying parties'

@@ -58,6 +58,9 @@ var (
 	ErrCorrupt = errors.New("keystore: corrupted record")
 )
 
+// FileName is the store's file inside its directory.
+const FileName = dbName
+
 const (
 	dbName        = "passkeyd.db"
 	formatVersion = 1
@@ -266,20 +269,34 @@ func (s *Store) Delete(name string) error {
 }
 
 // Wipe deletes every credential and device value (authenticatorReset) in one
-// transaction. Only the signature counter's high-water mark survives, so
-// counters stay monotonic. Wipe works while sealed (a lost key is what reset
-// recovers from) and leaves the store sealed: the old key's sealed blob was a
-// device value, so the caller must Unlock again, normally with a fresh key.
-func (s *Store) Wipe() error {
+// transaction, except the device values named in keep (values a reset
+// leaves, such as a device-wide attestation key, kept in the same
+// transaction so that a crash cannot lose them). The signature counter's
+// high-water mark survives too, so counters stay monotonic. Wipe works
+// while sealed (a lost key is what reset recovers from) and leaves the
+// store sealed: the old key's sealed blob was a device value, so the
+// caller must Unlock again, normally with a fresh key.
+func (s *Store) Wipe(keep ...string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.update(func(tx *bolt.Tx) error {
+		kept := make(map[string][]byte, len(keep))
+		for _, name := range keep {
+			if v := tx.Bucket(bucketDevice).Get([]byte(name)); v != nil {
+				kept[name] = bytes.Clone(v)
+			}
+		}
 		for _, name := range [][]byte{bucketDevice, bucketCred, bucketRP} {
 			if err := tx.DeleteBucket(name); err != nil {
 				return fmt.Errorf("delete bucket %s: %w", name, err)
 			}
 			if _, err := tx.CreateBucket(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		for name, v := range kept {
+			if err := tx.Bucket(bucketDevice).Put([]byte(name), v); err != nil {
+				return fmt.Errorf("keep %q: %w", name, err)
 			}
 		}
 		return tx.Bucket(bucketMeta).Delete(metaKeyCheck)

@@ -367,6 +367,45 @@ func TestWipeKeepsCounterMonotonic(t *testing.T) {
 	}
 }
 
+// TestWipeKeeps: Wipe(keep...) keeps exactly the named device values
+// (byte for byte, also after a reopen), ignores names that are absent,
+// and deletes every other value and credential.
+func TestWipeKeeps(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	mustPut(t, s, cred("a", "rp", true))
+	for name, v := range map[string][]byte{"u2f.cert": {1, 2, 3}, "users-key.sealed": {0}, "wrap-key.sealed": {9}} {
+		if err := s.Put(name, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Wipe("u2f.cert", "users-key.sealed", "absent"); err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, s)
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, want := range map[string][]byte{"u2f.cert": {1, 2, 3}, "users-key.sealed": {0}} {
+		if got, err := s.Get(name); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("kept %q = %x, %v; want %x", name, got, err, want)
+		}
+	}
+	for _, name := range []string{"wrap-key.sealed", "absent"} {
+		if _, err := s.Get(name); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%q after Wipe: %v, want ErrNotFound", name, err)
+		}
+	}
+	if err := s.Unlock(testKey(3)); err != nil {
+		t.Fatal(err)
+	}
+	if s.CountCredentials() != 0 {
+		t.Errorf("%d credentials after Wipe", s.CountCredentials())
+	}
+}
+
 func TestSealed(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {

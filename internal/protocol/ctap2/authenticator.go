@@ -50,7 +50,16 @@ type Store interface {
 	CountCredentials() int
 	TouchCredential(id []byte, t time.Time)
 	NextCounter() (uint32, error)
-	Wipe() error
+	// Wipe deletes everything but the device values named in keep, in
+	// one transaction.
+	Wipe(keep ...string) error
+}
+
+// DeviceStore is where the device-wide values live (Config.Device).
+// *keystore.Store implements it.
+type DeviceStore interface {
+	Get(name string) ([]byte, error)
+	Put(name string, value []byte) error
 }
 
 // AttestationMode selects the attestation statement of makeCredential.
@@ -83,9 +92,22 @@ type Config struct {
 	Attestation AttestationMode
 	Attester    Attester
 	TPM         TPM
-	Store       Store
-	Prompt      prompt.Prompter
-	Logger      *slog.Logger
+	// Store is the namespace: credentials, large blobs, the PIN object
+	// and its counters, authenticatorConfig's settings, and the sealed
+	// keys that protect them (the credential-ID wrapping key, the store
+	// key, the hmac-secret key). A reset wipes it.
+	Store Store
+	// Device holds the device-wide values every namespace shares: the
+	// U2F attestation key and certificate (and the Attester's CA and
+	// AK, which the caller loads from it). nil: Store holds them too,
+	// as with one namespace (the single-owner layout), and a reset
+	// keeps them there.
+	Device DeviceStore
+	// DeviceValues names further device-wide values (the caller's) that
+	// a reset keeps when Store is also Device.
+	DeviceValues []string
+	Prompt       prompt.Prompter
+	Logger       *slog.Logger
 	// Capacity bounds discoverable credentials (getInfo's
 	// remainingDiscoverableCredentials). Default DefaultCapacity.
 	Capacity int
@@ -141,8 +163,13 @@ const nextAssertionTimeout = 30 * time.Second
 // Authenticator is one CTAP2 authenticator. Its methods are safe for
 // concurrent use; commands are serialised.
 type Authenticator struct {
-	tpm      TPM
-	store    Store
+	tpm    TPM
+	store  Store
+	device DeviceStore
+	// shared: store and device are one store, whose reset keeps the
+	// device-wide values (keep).
+	shared   bool
+	keep     []string
 	prompter prompt.Prompter
 	log      *slog.Logger
 	capacity int
@@ -173,6 +200,7 @@ func New(cfg Config) (*Authenticator, error) {
 	a := &Authenticator{
 		tpm:      cfg.TPM,
 		store:    cfg.Store,
+		device:   cfg.Device,
 		prompter: cfg.Prompt,
 		log:      cfg.Logger,
 		capacity: cfg.Capacity,
@@ -181,6 +209,10 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	if err := a.policy.check(); err != nil {
 		return nil, err
+	}
+	if a.device == nil || any(a.device) == any(a.store) {
+		a.device, a.shared = a.store, true
+		a.keep = append([]string{valueU2FKey, valueU2FCert}, cfg.DeviceValues...)
 	}
 	if a.prompter == nil {
 		a.prompter = prompt.DenyAll{}
@@ -194,6 +226,9 @@ func New(cfg Config) (*Authenticator, error) {
 			return nil, errors.New("ctap2: tpm attestation needs an Attester")
 		}
 		a.attester = cfg.Attester
+		if a.shared {
+			a.keep = append(a.keep, a.attester.StoredValues()...)
+		}
 	default:
 		return nil, fmt.Errorf("ctap2: unknown attestation %q (want self, none or tpm)", cfg.Attestation)
 	}
@@ -214,7 +249,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if len(a.algorithm) == 0 {
 		return nil, errors.New("ctap2: the TPM supports none of ES256, RS256")
 	}
-	s, err := loadDeviceSecrets(a.tpm, a.store, a.now())
+	s, err := loadDeviceSecrets(a.tpm, a.store, a.device, a.now())
 	if err != nil {
 		return nil, err
 	}

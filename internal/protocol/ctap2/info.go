@@ -124,28 +124,24 @@ func (a *Authenticator) reset(ctx context.Context, tx ctaphid.Transaction) error
 	return a.wipe()
 }
 
-// wipe deletes every credential and device secret and starts a new
-// identity: credential IDs issued before no longer open.
+// wipe deletes every credential and secret of the namespace and starts a
+// new identity: credential IDs issued before no longer open. The
+// device-wide values (the U2F attestation, the Attester's CA and AK, the
+// caller's DeviceValues) stay: in their own store, or kept across the
+// wipe when the namespace's store holds them too, as a hardware key's
+// attestation certificate survives its reset.
 func (a *Authenticator) wipe() error {
-	kept := map[string][]byte{}
-	if a.attester != nil {
-		for _, name := range a.attester.StoredValues() {
-			v, err := a.store.Get(name)
-			if err != nil {
-				return fmt.Errorf("reset: keep %s: %w", name, err)
-			}
-			kept[name] = v
+	for _, name := range a.keep {
+		// The Attester's values exist before the authenticator: their
+		// absence is damage, not something a reset may paper over.
+		if _, err := a.store.Get(name); err != nil && (!isNotFound(err) || a.mustKeep(name)) {
+			return fmt.Errorf("reset: keep %s: %w", name, err)
 		}
 	}
-	if err := a.store.Wipe(); err != nil {
+	if err := a.store.Wipe(a.keep...); err != nil {
 		return fmt.Errorf("reset: wipe store: %w", err)
 	}
-	for name, v := range kept {
-		if err := a.store.Put(name, v); err != nil {
-			return fmt.Errorf("reset: restore %s: %w", name, err)
-		}
-	}
-	s, err := loadDeviceSecrets(a.tpm, a.store, a.now())
+	s, err := loadDeviceSecrets(a.tpm, a.store, a.device, a.now())
 	if err != nil {
 		return fmt.Errorf("reset: new device secrets: %w", err)
 	}
@@ -158,6 +154,21 @@ func (a *Authenticator) wipe() error {
 	a.presence.clear()
 	a.log.Warn("authenticator reset: every credential deleted")
 	return nil
+}
+
+// mustKeep reports whether a reset must find name in the store: the
+// Attester's values are created before the authenticator, so their
+// absence is damage (as before namespaces).
+func (a *Authenticator) mustKeep(name string) bool {
+	if a.attester == nil {
+		return false
+	}
+	for _, n := range a.attester.StoredValues() {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }
 
 // selection is authenticatorSelection (CTAP 2.1 §6.9).

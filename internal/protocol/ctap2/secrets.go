@@ -23,7 +23,9 @@ const (
 	valueU2FCert  = "u2f-attestation.cert" // its self-signed certificate (DER)
 )
 
-// deviceSecrets are the secrets unsealed at start-up and kept in memory.
+// deviceSecrets are the secrets unsealed at start-up and kept in memory:
+// the namespace's own (wrapper, hmacKey) and the device-wide U2F
+// attestation key every namespace shares.
 type deviceSecrets struct {
 	wrapper *credIDWrapper
 	u2fKey  tpm.KeyBlob
@@ -36,7 +38,10 @@ type deviceSecrets struct {
 // A sealed blob that no longer unseals means the TPM was cleared or is a
 // different one, or (malformed blob) the store is damaged: an error either
 // way, never a reason to start a new identity over the old store.
-func loadDeviceSecrets(t TPM, s Store, now time.Time) (*deviceSecrets, error) {
+//
+// The namespace's secrets come from s, the U2F attestation from device
+// (which may be s itself).
+func loadDeviceSecrets(t TPM, s Store, device DeviceStore, now time.Time) (*deviceSecrets, error) {
 	wrapKey, err := sealedSecret(t, s, valueWrapKey)
 	if err != nil {
 		return nil, err
@@ -56,7 +61,7 @@ func loadDeviceSecrets(t TPM, s Store, now time.Time) (*deviceSecrets, error) {
 	if ds.hmacKey, err = loadHMACKey(t, s); err != nil {
 		return nil, err
 	}
-	if err := ds.loadU2FAttestation(t, s, now); err != nil {
+	if err := ds.loadU2FAttestation(t, device, now); err != nil {
 		return nil, err
 	}
 	return ds, nil
@@ -102,7 +107,7 @@ func sealedSecret(t TPM, s Store, name string) ([]byte, error) {
 // (inside the TPM) and its self-signed certificate. Each installation has
 // its own, so no private key is shared between devices (FIDO U2F's batch
 // attestation is deliberately not imitated).
-func (ds *deviceSecrets) loadU2FAttestation(t TPM, s Store, now time.Time) error {
+func (ds *deviceSecrets) loadU2FAttestation(t TPM, s DeviceStore, now time.Time) error {
 	blob, errKey := s.Get(valueU2FKey)
 	cert, errCert := s.Get(valueU2FCert)
 	if errKey == nil && errCert == nil {
