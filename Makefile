@@ -24,9 +24,11 @@ deps:
 	@test/deps.sh
 
 # -race: the daemon is concurrent (CTAPHID sessions, prompts, the control
-# socket); every test runs under the race detector.
+# socket); every test runs under the race detector. -timeout: the VM tests
+# boot Debian under TCG; go test's default of 10 minutes per package is too
+# tight on a loaded 2-core machine (CI's limit is 90 minutes in all).
 test: deps build
-	$(GOTEST) -race -count=1 ./...
+	$(GOTEST) -race -count=1 -timeout 40m ./...
 
 bench: deps
 	@test/bench.sh
