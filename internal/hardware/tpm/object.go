@@ -145,8 +145,11 @@ func parseBlob(blob []byte) (*object, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: RSA unique: %v", ErrInvalidBlob, err)
 		}
-		if len(n.Buffer) != rsaSize || n.Buffer[0] == 0 {
-			return nil, fmt.Errorf("%w: RSA modulus is not 2048 bits", ErrInvalidBlob)
+		// A 2048-bit modulus has its top bit set (a zero top byte is not
+		// enough: 0x30... is 2046 bits) and, a product of odd primes, is
+		// odd. Found by FuzzPublicKey.
+		if len(n.Buffer) != rsaSize || n.Buffer[0]&0x80 == 0 || n.Buffer[rsaSize-1]&1 == 0 {
+			return nil, fmt.Errorf("%w: RSA modulus is not an odd 2048-bit number", ErrInvalidBlob)
 		}
 		want, _ = keyTemplate(RS256)
 		want.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, n)
