@@ -19,9 +19,11 @@ deps:
 	@test/deps.sh
 
 # -race: the daemon is concurrent (CTAPHID sessions, prompts, the control
-# socket); every test runs under the race detector.
+# socket); every test runs under the race detector. -timeout 30m: test/vm
+# runs two VMs one after the other (run.sh, then system.sh: about 4 + 5
+# minutes on 2 cores under TCG), more than go test's default 10 minutes.
 test: deps build
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 bench: deps
 	@test/bench.sh
