@@ -17,7 +17,7 @@
 #
 # Environment:
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
-#   PASSKEYD_VM_TIMEOUT=S   bound on the VM run (default 420 s)
+#   PASSKEYD_VM_TIMEOUT=S   bound on the VM run (default 600 s)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, packages)
 #   VERBOSE=1               print the whole console
 #   CI=true                 a missing prerequisite is a failure, not a skip
@@ -28,7 +28,7 @@ set -euo pipefail
 
 tag=system
 browser=${PASSKEYD_VM_BROWSER:-1}
-vm_timeout=${PASSKEYD_VM_TIMEOUT:-420}
+vm_timeout=${PASSKEYD_VM_TIMEOUT:-600}
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 

@@ -108,7 +108,9 @@ key_up() { systemctl is-active -q passkeyd && find_hidraw; }
 journal() { journalctl -u passkeyd.service -o cat --no-pager 2>/dev/null || true; }
 count() { journal | grep -c "$1" || true; }
 agent_connected() { [ "$(count "prompt agent connected.* uid=$uid")" -gt "$1" ]; }
-listing() { "${ua[@]}" passkeyctl list 2>&1 || true; }
+# The passkeys alice sees: the ID column of passkeyctl list (LAST USED
+# changes with every sign-in).
+listing() { "${ua[@]}" passkeyctl list 2>&1 | awk 'NR > 1 {print $NF}' | sort || true; }
 
 # ===========================================================================
 stage "boot: systemd, udev, dbus, logind, polkit, alice on tty1"
@@ -151,20 +153,10 @@ else
 	fail seat-session "$(loginctl list-sessions --no-legend 2>&1); user@$uid: $(systemctl is-active "user@$uid.service" 2>&1)"
 fi
 
-# Chromium (as alice) starts now and waits for "go" (browser.sh): its
-# start-up overlaps the install and the CLI checks.
-browser_job=
-if [ "$BROWSER" = 1 ]; then
-	rm -rf /tmp/www /tmp/http.log /tmp/chromium.log
-	timeout -k 5 420 runuser -u "$user" -- env -i HOME="$uhome" PATH=/usr/bin:/bin LANG=C.UTF-8 \
-		bash "$guest/browser.sh" "$guest" &
-	browser_job=$!
-fi
-
 # ===========================================================================
 stage "install: the owner, then apt install ./passkeyd_*.deb"
 echo "PASSKEYD_OWNER=$user" >/etc/default/passkeyd
-if run_live apt-install 300 apt install -y "$DEB1" &&
+if run_live apt-install 600 apt install -y "$DEB1" &&
 	[ "$(dpkg-query -W -f '${Status} ${Version}' passkeyd)" = "install ok installed $V1" ]; then
 	pass "apt-install (${DEB1##*/} on the clean system)"
 else
@@ -207,6 +199,16 @@ else
 	fail hidraw-other-user-denied "$(out other-user-open)"
 fi
 
+# Chromium (as alice) starts now and waits for "go" (browser.sh): its
+# start-up overlaps the CLI checks.
+browser_job=
+if [ "$BROWSER" = 1 ]; then
+	rm -rf /tmp/www /tmp/http.log /tmp/chromium.log
+	timeout -k 5 420 runuser -u "$user" -- env -i HOME="$uhome" PATH=/usr/bin:/bin LANG=C.UTF-8 \
+		bash "$guest/browser.sh" "$guest" &
+	browser_job=$!
+fi
+
 # ===========================================================================
 stage "the agent: passkeyctl-agent.service in alice's user manager"
 # Enabled for every user by the package (systemctl --global enable), for
@@ -231,7 +233,11 @@ if [ "$enabled" = enabled ] &&
 else
 	fail agent-user-unit "is-enabled: $enabled; $(out agent-start); $("${ua[@]}" systemctl --user status passkeyctl-agent --no-pager 2>&1 | tail -5)"
 fi
-confirms() { grep -c '^CONFIRM' "$uhome/pinentry.log" 2>/dev/null || true; }
+confirms() {
+	local n
+	n=$(grep -c '^CONFIRM' "$uhome/pinentry.log" 2>/dev/null) || true
+	echo "${n:-0}"
+}
 
 # ===========================================================================
 stage "alice registers and signs in: fido2-tools, OpenSSH"
@@ -291,7 +297,11 @@ fi
 if [ -n "$browser_job" ]; then
 	stage "Chromium as $user"
 	touch /tmp/www/go || true
-	wait "$browser_job" || echo "VM chromium: browser.sh exited $?"
+	brc=0
+	wait "$browser_job" || brc=$?
+	# browser.sh prints the browser-* lines itself; killed by its bound it
+	# printed none.
+	[ "$brc" = 0 ] || fail browser "browser.sh exited $brc (124: its 420 s bound) before reporting"
 fi
 
 if run list 30 "${ua[@]}" passkeyctl list && grep -q 'system\.example' "$t/list.out"; then
@@ -318,7 +328,7 @@ connected=$(count "prompt agent connected.* uid=$uid")
 started=$(count '^Started passkeyd')
 stopped=$(count '^Stopped passkeyd')
 ts=$(systemctl show -p ExecMainStartTimestampMonotonic --value passkeyd)
-if run_live upgrade 300 apt install -y "$DEB2" &&
+if run_live upgrade 600 apt install -y "$DEB2" &&
 	[ "$(dpkg-query -W -f '${Version}' passkeyd)" = "$V2" ] && wait_for 30 key_up; then
 	starts=$(($(count '^Started passkeyd') - started))
 	stops=$(($(count '^Stopped passkeyd') - stopped))
