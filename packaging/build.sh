@@ -28,18 +28,22 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || 
 export SOURCE_DATE_EPOCH
 
 b=build/pkg
-rm -rf "$b"
-mkdir -p "$b/completions" "$b/man"
-CGO_ENABLED=0 "$GO" build -trimpath \
-	-ldflags "-X github.com/passkeyd/passkeyd/internal/buildinfo.Version=$VERSION" \
-	-o "$b/" ./cmd/passkeyd ./cmd/passkeyctl
-for cmd in passkeyd passkeyctl; do
-	"$b/$cmd" completion bash >"$b/completions/$cmd.bash"
-	"$b/$cmd" completion zsh >"$b/completions/_$cmd"
-	"$b/$cmd" completion fish >"$b/completions/$cmd.fish"
-	"$b/$cmd" man "$b/man"
-done
-gzip -n -9 "$b"/man/*.1
+# PKG_REUSE=1 packages what the previous run built (the system test makes
+# a second, higher-versioned package of the same binaries for its upgrade).
+if [ "${PKG_REUSE:-}" != 1 ] || [ ! -x "$b/passkeyd" ]; then
+	rm -rf "$b"
+	mkdir -p "$b/completions" "$b/man"
+	CGO_ENABLED=0 "$GO" build -trimpath \
+		-ldflags "-X github.com/passkeyd/passkeyd/internal/buildinfo.Version=$VERSION" \
+		-o "$b/" ./cmd/passkeyd ./cmd/passkeyctl
+	for cmd in passkeyd passkeyctl; do
+		"$b/$cmd" completion bash >"$b/completions/$cmd.bash"
+		"$b/$cmd" completion zsh >"$b/completions/_$cmd"
+		"$b/$cmd" completion fish >"$b/completions/$cmd.fish"
+		"$b/$cmd" man "$b/man"
+	done
+	gzip -n -9 "$b"/man/*.1
+fi
 
 mkdir -p "$outdir"
 "$GO" run "$NFPM" package --config packaging/nfpm.yaml --packager "$packager" --target "$outdir/" >&2
