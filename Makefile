@@ -12,7 +12,7 @@ GOTESTFLAGS := -tags tpmsim
 export GOTESTFLAGS
 GOTEST   := CGO_ENABLED=1 $(GO) test $(GOTESTFLAGS)
 
-.PHONY: all build test deps bench lint fuzz demo e2e clean
+.PHONY: all build test deps bench lint fuzz demo e2e clean deb rpm
 
 all: build
 
@@ -53,7 +53,18 @@ e2e:
 	@test/vm/run.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin build
+
+# --- packages ------------------------------------------------------------------
+# make deb / make rpm: passkeyd_VERSION_amd64.deb or passkeyd-VERSION-1.x86_64.rpm
+# in the current directory, built with nfpm from packaging/nfpm.yaml
+# (packaging/build.sh: static binaries, completions, manual pages). The
+# version is derived from git (packaging/version.sh: 0.0~gitYYYYMMDD.HASH,
+# or X.Y.Z from a tag vX.Y.Z); `make deb VERSION=1.2.3` overrides it.
+PKGVERSION = $(if $(filter command line environment,$(origin VERSION)),$(VERSION),$(shell packaging/version.sh))
+
+deb rpm:
+	@VERSION='$(PKGVERSION)' packaging/build.sh $@
 
 # --- install, uninstall --------------------------------------------------------
 # `make build` as yourself, then `sudo make install PREFIX=/usr`. install

@@ -11,6 +11,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/buildinfo"
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/manpage"
 )
 
 // globalOptions are the flags every subcommand shares.
@@ -93,6 +94,8 @@ control socket), 5 no such passkey.`,
 	root.AddCommand(newAgentCommand(&g), newPingCommand(&g), newListCommand(&g), newDeleteCommand(&g),
 		newInfoCommand(&g), newPINCommand(&g), newResetCommand(&g), newAttestationCommand(&g),
 		newExportCommand(&g))
+	// Hidden: the package build writes the manual pages with it.
+	root.AddCommand(manpage.Command())
 	return root
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/hardware/uhid"
+	"github.com/passkeyd/passkeyd/internal/manpage"
 	"github.com/passkeyd/passkeyd/internal/protocol/attest"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
@@ -44,7 +45,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       buildinfo.Version,
 	}
-	root.AddCommand(newServeCommand())
+	// Hidden: the package build writes the manual pages with it.
+	root.AddCommand(newServeCommand(), manpage.Command())
 	return root
 }
 

@@ -35,17 +35,14 @@
 # dependency, fetched with apt-get download) in test/vm/cache/.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-cache=$here/cache
 browser=${PASSKEYD_VM_BROWSER:-1}
 demo=
-guest=${PASSKEYD_VM_GUEST:-$here/guest/e2e.sh}
+guest=${PASSKEYD_VM_GUEST:-$(cd "$(dirname "$0")" && pwd)/guest/e2e.sh}
 case ${1:-} in
 --demo)
 	demo=1
 	browser=0
-	guest=$here/guest/demo.sh
+	guest=$(cd "$(dirname "$0")" && pwd)/guest/demo.sh
 	;;
 "") ;;
 *)
@@ -53,30 +50,15 @@ case ${1:-} in
 	exit 2
 	;;
 esac
-guest=$(cd "$(dirname "$guest")" && pwd)/$(basename "$guest")
 vm_timeout=${PASSKEYD_VM_TIMEOUT:-420}
 svc_uid=990 # the daemon's user and group in the guest, as a unit's User=
 svc_gid=990
 owner_uid=1000 # the person the key serves (--owner): runs the prompt agent
-start=$(date +%s.%N)
-
 tag=e2e
 [ -n "$demo" ] && tag=demo
-say() { echo "$tag: $*" >&2; }
-since() { awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN{printf "%.1f", n-s}'; }
-die() {
-	say "$*"
-	echo "0 passed, 1 failed"
-	exit 1
-}
-# missing: a prerequisite is missing and cannot be had: a failure in CI, a
-# skip (exit 77) elsewhere.
-missing() {
-	[ "${CI:-}" = true ] && die "missing prerequisite: $*"
-	say "skipped: $*"
-	exit 77
-}
-
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+guest=$(cd "$(dirname "$guest")" && pwd)/$(basename "$guest")
 
 # --- Prerequisites ----------------------------------------------------------
 missing_pkgs() {
@@ -105,67 +87,13 @@ missing_pkgs() {
 	echo "${p[@]}"
 }
 
-pkgs=$(missing_pkgs)
-if [ -n "$pkgs" ]; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		say "installing $pkgs"
-		export DEBIAN_FRONTEND=noninteractive
-		# shellcheck disable=SC2086
-		apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 ||
-			{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $pkgs >/dev/null; } ||
-			true
-		pkgs=$(missing_pkgs)
-	fi
-	if [ -n "$pkgs" ]; then
-		missing "$pkgs (run as root to install them, or apt-get install $pkgs)"
-	fi
-fi
+vm_prereqs
 
 # --- Kernel: Debian's, cached ------------------------------------------------
-# The package linux-image-amd64 currently points at; a cached one when apt
-# cannot say (offline).
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}' || true)
-kdir=
-if [ -n "$kpkg" ]; then
-	kdir=$cache/$kpkg
-	if [ ! -d "$kdir/boot" ]; then
-		say "fetching $kpkg"
-		mkdir -p "$cache/dl"
-		rm -rf "$kdir.tmp"
-		if ! (cd "$cache/dl" && apt-get download "$kpkg" >/dev/null 2>&1); then
-			missing "the guest kernel: apt-get download $kpkg failed"
-		fi
-		debs=("$cache/dl/${kpkg}"_*.deb)
-		deb=${debs[0]}
-		dpkg -x "$deb" "$kdir.tmp" || die "dpkg -x $deb failed"
-		rm -f "$deb"
-		mv "$kdir.tmp" "$kdir"
-	fi
-else
-	kdir=$(printf '%s\n' "$cache"/linux-image-*/boot | sort -V | tail -1)
-	kdir=${kdir%/boot}
-	[ -d "$kdir/boot" ] || kdir=
-	[ -n "$kdir" ] || missing "the guest kernel: apt-cache cannot resolve linux-image-amd64 and $cache has none"
-fi
-vmlinuzes=("$kdir"/boot/vmlinuz-*)
-vmlinuz=${vmlinuzes[0]}
-[ -f "$vmlinuz" ] || die "no vmlinuz in $kdir/boot"
-kver=${vmlinuz##*/vmlinuz-}
+vm_kernel
 
 # --- Work directory -----------------------------------------------------------
-# Not under /tmp: the guest mounts its own tmpfs there, and reads this
-# directory through the host root.
-work=$(mktemp -d /var/tmp/passkeyd-vm.XXXXXX)
-swtpm_pid=
-cleanup() {
-	if [ -n "$swtpm_pid" ]; then kill "$swtpm_pid" 2>/dev/null || true; fi
-	if [ "${PASSKEYD_VM_KEEP:-}" = 1 ]; then
-		say "kept $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
+vm_workdir
 
 # --- The binaries ---------------------------------------------------------------
 # The daemon; passkeyctl, whose prompt agent runs in the guest as the
@@ -207,69 +135,18 @@ esac
 chmod -R a+rX "$vmrepo"
 
 # --- Initramfs: static busybox, our init, the modules it needs ------------------
-# No modinfo/depmod here: dependencies come from each module's "depends="
-# field, loaded in dependency order.
-declare -A kopath=()
-while IFS= read -r f; do
-	n=${f##*/}
-	n=${n%.ko}
-	kopath[${n//-/_}]=$f
-done < <(find "$kdir/lib/modules/$kver" -name '*.ko')
-declare -A seen=()
-order=()
-add_module() {
-	local m=${1//-/_} f dep
-	[ -n "${seen[$m]:-}" ] && return 0
-	seen[$m]=1
-	f=${kopath[$m]:-}
-	[ -n "$f" ] || die "module $m not found in $kdir"
-	for dep in $(tr '\0' '\n' <"$f" | sed -n 's/^depends=//p' | tr ',' ' '); do
-		add_module "$dep"
-	done
-	order+=("$m")
-}
 # loop, device-mapper, dm-crypt, xts (over ecb: nothing here autoloads
 # crypto templates, there is no modprobe) and AF_ALG skciphers: the LUKS2
 # volume that systemd-cryptenroll enrolls the key into.
-for m in virtio_pci 9pnet_virtio 9p hid_generic uhid loop dm_mod dm_crypt ecb xts algif_skcipher; do add_module "$m"; done
-
-ird=$work/initramfs
-mkdir -p "$ird/bin" "$ird/modules"
-cp /bin/busybox "$ird/bin/busybox"
-cp "$here/guest/init" "$ird/init"
-chmod 0755 "$ird/init"
-for m in "${order[@]}"; do cp "${kopath[$m]}" "$ird/modules/$m.ko"; done
-printf '%s\n' "${order[@]}" >"$ird/modules/order"
-(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
+vm_initramfs "$here/guest/init" virtio_pci 9pnet_virtio 9p hid_generic uhid loop dm_mod dm_crypt ecb xts algif_skcipher
 
 # --- swtpm: the guest's TPM -----------------------------------------------------
-mkdir -p "$work/tpm"
-swtpm_setup --tpm2 --tpmstate "$work/tpm" --overwrite >"$work/swtpm_setup.log" 2>&1 ||
-	die "swtpm_setup failed: $(tail -3 "$work/swtpm_setup.log")"
-swtpm socket --tpm2 --tpmstate dir="$work/tpm" --ctrl type=unixio,path="$work/tpm/ctrl" \
-	--terminate --log file="$work/swtpm.log",level=1 &
-swtpm_pid=$!
-for _ in $(seq 1 100); do
-	[ -S "$work/tpm/ctrl" ] && break
-	sleep 0.05
-done
-[ -S "$work/tpm/ctrl" ] || die "swtpm did not create its control socket"
+vm_swtpm
 say "kernel $kver, initramfs and swtpm ready ($(since)s)"
 
 # --- The VM -------------------------------------------------------------------
 console=$work/console.log
-# cryptomgr.notests: the kernel's crypto self-tests cost boot time under
-# TCG, and once hung the boot for good (a soft lockup in cryptomgr_test).
-set +e
-timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
-	-accel tcg -cpu max -smp 2 -m 2048 \
-	-display none -monitor none -serial stdio -no-reboot \
-	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-	-append "console=ttyS0 panic=-1 quiet loglevel=3 cryptomgr.notests=1 vmtest.work=$work vmtest.repo=$vmrepo vmtest.guest=$vmguest" \
-	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-	-chardev socket,id=chrtpm,path="$work/tpm/ctrl" -tpmdev emulator,id=tpm0,chardev=chrtpm \
-	-device tpm-tis,tpmdev=tpm0 \
-	</dev/null 2>"$work/qemu.err" | stdbuf -oL tr -d '\r' | tee "$console" |
+vm_qemu "$vm_timeout" "quiet loglevel=3 vmtest.work=$work vmtest.repo=$vmrepo vmtest.guest=$vmguest" |
 	if [ -n "${VERBOSE:-}" ]; then
 		cat >&2
 	elif [ -n "$demo" ]; then
@@ -283,10 +160,9 @@ timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
 			esac
 		done
 	else
-		grep --line-buffered -E '^(E2E|VM) ' >&2
+		grep --line-buffered -E '^(E2E|VM) ' >&2 || true
 	fi
-qemu_rc=${PIPESTATUS[0]}
-set -e
+qemu_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo "?")
 elapsed=$(since)
 
 passed=$(grep -c '^E2E PASS ' "$console" || true)

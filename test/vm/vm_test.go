@@ -26,6 +26,14 @@ func TestVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the VM end-to-end test (about 2-4 minutes)")
 	}
+	runScript(t, "./run.sh")
+}
+
+// runScript runs a VM script (run.sh, system.sh) bounded by the go test
+// deadline, logs its output line by line and fails unless it printed a
+// clean "N passed, 0 failed". Exit status 77 is a skip.
+func runScript(t *testing.T, script string) {
+	t.Helper()
 	ctx := context.Background()
 	env := os.Environ()
 	if dl, ok := t.Deadline(); ok {
@@ -43,7 +51,7 @@ func TestVM(t *testing.T) {
 		}
 	}
 
-	cmd := exec.CommandContext(ctx, "./run.sh")
+	cmd := exec.CommandContext(ctx, script)
 	cmd.Env = env
 	// run.sh starts swtpm and qemu: on cancellation, end the whole process
 	// group it leads, not just the script.
@@ -70,19 +78,19 @@ func TestVM(t *testing.T) {
 	err := cmd.Run()
 	pw.Close()
 	<-done
-	t.Logf("run.sh took %v", time.Since(start).Round(time.Second))
+	t.Logf("%s took %v", script, time.Since(start).Round(time.Second))
 
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee) && ee.ExitCode() == skipStatus:
-		t.Skip("run.sh: prerequisites missing (see the log above)")
+		t.Skipf("%s: prerequisites missing (see the log above)", script)
 	case ctx.Err() != nil:
-		t.Fatalf("run.sh did not finish before the go test deadline: %v", err)
+		t.Fatalf("%s did not finish before the go test deadline: %v", script, err)
 	case err != nil:
-		t.Fatalf("run.sh: %v (the failed checks are above)", err)
+		t.Fatalf("%s: %v (the failed checks are above)", script, err)
 	}
 	m := summary.FindStringSubmatch(output.String())
 	if m == nil || m[2] != "0" || m[1] == "0" {
-		t.Fatalf("run.sh exited 0 without a clean summary line: %q", m)
+		t.Fatalf("%s exited 0 without a clean summary line: %q", script, m)
 	}
 }

@@ -1,0 +1,21 @@
+#!/bin/bash
+# passkeyd's prerm (deb) and %preun (rpm), from packaging/nfpm.yaml.
+# Arguments: deb "remove" or "upgrade NEW-VERSION" (and failed-upgrade,
+# deconfigure), rpm "0" (erase) or "1" (upgrade).
+#
+# Removal: stop the service, disable it and the prompt agent. An upgrade
+# stops nothing: the new package's postinst restarts the service once.
+# The passkeys in /var/lib/passkeyd are never touched.
+set -euo pipefail
+
+case "${1:-}" in
+remove | 0)
+	if [ -d /run/systemd/system ]; then
+		systemctl stop passkeyd.service || true
+	fi
+	systemctl disable passkeyd.service || true
+	systemctl --global disable passkeyctl-agent.service || true
+	;;
+*) ;;
+esac
+exit 0
