@@ -10,7 +10,7 @@ import (
 
 // connectUID is connect through AttachUID as uid; it returns AttachUID's
 // refusal, if any, and a disconnect function.
-func connectUID(t *testing.T, a *Agent, ui PINEntry, uid uint32) (refused error, disconnect func()) {
+func connectUID(t *testing.T, a *Agent, ui PINEntry, uid uint32) (disconnect func(), refused error) {
 	t.Helper()
 	d, s := newPipe()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -29,9 +29,9 @@ func connectUID(t *testing.T, a *Agent, ui PINEntry, uid uint32) (refused error,
 		if err == nil {
 			t.Fatal("AttachUID returned nil at once")
 		}
-		return err, func() { once.Do(stop) }
+		return func() { once.Do(stop) }, err
 	default:
-		return nil, func() { once.Do(stop) }
+		return func() { once.Do(stop) }, nil
 	}
 }
 
@@ -52,10 +52,10 @@ func TestAgentSeatAdmission(t *testing.T) {
 	active.Store(1000)
 	a := seatAgent(&active)
 	alice, bob := newFakeUI(), newFakeUI()
-	if err, _ := connectUID(t, a, alice, 1000); err != nil {
+	if _, err := connectUID(t, a, alice, 1000); err != nil {
 		t.Fatalf("the active user's agent: %v", err)
 	}
-	if err, _ := connectUID(t, a, bob, 1001); !errors.Is(err, ErrAgentNotActive) {
+	if _, err := connectUID(t, a, bob, 1001); !errors.Is(err, ErrAgentNotActive) {
 		t.Fatalf("another user's agent: %v, want ErrAgentNotActive", err)
 	}
 	if err := a.Confirm(context.Background(), req); err != nil {
@@ -74,8 +74,8 @@ func TestAgentSecondOfSameUserRefused(t *testing.T) {
 	active.Store(1000)
 	a := seatAgent(&active)
 	first, second := newFakeUI(), newFakeUI()
-	_, leave := connectUID(t, a, first, 1000)
-	if err, _ := connectUID(t, a, second, 1000); !errors.Is(err, ErrAgentConnected) {
+	leave, _ := connectUID(t, a, first, 1000)
+	if _, err := connectUID(t, a, second, 1000); !errors.Is(err, ErrAgentConnected) {
 		t.Fatalf("second agent: %v, want ErrAgentConnected", err)
 	}
 	if err := a.Confirm(context.Background(), req); err != nil {
@@ -86,7 +86,7 @@ func TestAgentSecondOfSameUserRefused(t *testing.T) {
 	}
 	leave()
 	waitFor(t, func() bool { return a.Agents() == 0 })
-	if err, _ := connectUID(t, a, second, 1000); err != nil {
+	if _, err := connectUID(t, a, second, 1000); err != nil {
 		t.Fatalf("agent after the first left: %v", err)
 	}
 }
