@@ -80,7 +80,8 @@ refuses it and exits with status 78.`,
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, control.ErrUntrusted) {
+			if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, control.ErrUntrusted) || refusedAs(err, control.CodeAgentConnected) {
+				// Retrying cannot help: the unit does not restart (78).
 				return &exitError{code: exitConfig, err: err}
 			}
 			return err
@@ -116,7 +117,7 @@ func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, control.ErrUntrusted) {
+		if errors.Is(err, control.ErrNotAllowed) || errors.Is(err, control.ErrUntrusted) || refusedAs(err, control.CodeAgentConnected) {
 			return err
 		}
 		if connected {
@@ -140,7 +141,23 @@ func runAgentTrusting(ctx context.Context, path string, ui prompt.PINEntry, log 
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxBackoff)
+		if refusedAs(err, control.CodeNotActive) {
+			// Seat mode, and this user is not at the seat now: poll
+			// often enough that a prompt right after switching back
+			// finds the agent.
+			backoff = min(backoff, notActiveBackoff)
+		}
 	}
+}
+
+// notActiveBackoff bounds the wait between attempts while the daemon
+// serves another user at the seat.
+var notActiveBackoff = 2 * time.Second
+
+// refusedAs reports whether err is the daemon's refusal with code.
+func refusedAs(err error, code string) bool {
+	var ce *control.Error
+	return errors.As(err, &ce) && ce.Code == code
 }
 
 // agentSession runs one connection; connected reports whether the daemon

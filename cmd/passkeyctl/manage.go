@@ -385,6 +385,16 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 				{"Transport", in.Transport},
 				{"Prompt", in.Prompt},
 			}
+			switch in.Mode {
+			case mgmtapi.ModeSeat:
+				now := "nobody: the key is unplugged"
+				if in.Serving != "" {
+					now = in.Serving
+				}
+				rows = append(rows, [2]string{"Users", "seat: the key serves the active user at seat0 (now " + now + "); these are your passkeys"})
+			case mgmtapi.ModeOwner:
+				rows = append(rows, [2]string{"Users", "owner: one set of passkeys, the owner's"})
+			}
 			if in.TPMLockout != nil { // after the PIN: it says why the PIN cannot be checked
 				rows = slices.Insert(rows, 4, [2]string{"TPM lockout", lockoutLine(in.TPMLockout, time.Now())})
 			}

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,6 +29,8 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
 	"github.com/passkeyd/passkeyd/internal/daemon/polkit"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/seat"
+	"github.com/passkeyd/passkeyd/internal/daemon/session"
 	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
@@ -59,6 +63,7 @@ type serveOptions struct {
 	pinentry    string
 	control     string
 	owner       string
+	users       string // auto, seat or owner: whose passkeys the key serves
 	attestation string
 	logLevel    string
 	serveUser   string // --serve-user: a user's namespace on CTAPHID instead of the device's
@@ -84,7 +89,7 @@ func loadConfig(flags *pflag.FlagSet, path string) (serveOptions, error) {
 	}
 	o := serveOptions{
 		configPath: path, stateDir: c.StateDir, tpmSpec: c.TPM, transport: c.Transport, prompt: c.Prompt,
-		pinentry: c.Pinentry, control: c.Control, owner: c.Owner, attestation: c.Attestation, logLevel: c.LogLevel,
+		pinentry: c.Pinentry, control: c.Control, owner: c.Owner, users: c.Users, attestation: c.Attestation, logLevel: c.LogLevel,
 		policy: c.Policy,
 	}
 	for _, st := range c.Settings() {
@@ -120,6 +125,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.pinentry, "pinentry", d.Pinentry, "pinentry program for --prompt pinentry (default: pinentry on PATH)")
 	f.StringVar(&o.control, "control", d.Control, "control socket for passkeyctl and the prompt agent; empty disables it")
 	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
+	f.StringVar(&o.users, "users", d.Users, "whose passkeys the key serves: seat (the user of the active session on seat0, followed live; needs logind), owner (one set of passkeys, the owner's), auto (seat when logind is on the system bus and the transport is uhid, else owner)")
 	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
 	f.StringVar(&o.logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	// Until the session tracker selects the user of the seat, a fixed
@@ -143,7 +149,24 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	prompter, err := parsePrompt(o, log)
+	// Seat mode is decided first: `users = "seat"` without logind stops
+	// here, before the TPM or the store is touched.
+	tracker, err := seatTracker(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	if tracker != nil {
+		defer tracker.Close()
+	}
+	// who is the user the key serves now, as the seat loop has applied
+	// it (not the tracker's newer news): prompts, polkit's subject and
+	// the control socket follow the namespace actually served.
+	var who seatState
+	var sessionOf func() (string, bool)
+	if tracker != nil {
+		sessionOf = who.session
+	}
+	prompter, err := parsePrompt(o, log, sessionOf)
 	if err != nil {
 		return err
 	}
@@ -197,7 +220,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	defer namespaces.Close()
 	auth := namespaces.Default()
-	served := auth // what the transport serves
+	served := auth // what the transport serves in owner mode
 	if o.serveUser != "" {
 		u, err := user.Lookup(o.serveUser)
 		if err != nil {
@@ -227,36 +250,69 @@ func serve(ctx context.Context, o serveOptions) error {
 			defer ctl.Close()
 		}
 	}
-	dev, err := open()
-	if err != nil {
-		return err
+	var dev reportDevice
+	if tracker == nil {
+		if dev, err = open(); err != nil {
+			return err
+		}
+		defer dev.Close()
 	}
-	defer dev.Close()
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		dev.Close() // unblocks ReadReport
-	}()
+	if dev != nil {
+		go func() {
+			<-ctx.Done()
+			dev.Close() // unblocks ReadReport
+		}()
+	}
+	agent, hasAgent := sessionAgent(prompter)
+	// privileged: who may use the agent and the management operations
+	// that prompt. In owner mode root and the owner; in seat mode the
+	// active user (and root for management, never as an agent).
+	privileged := control.OwnerOrRoot(owner)
+	agentAllowed := privileged
+	if tracker != nil {
+		privileged = func(p control.Peer) bool { return p.UID == 0 || who.isActive(p.UID) }
+		agentAllowed = control.Anyone // Admit refuses with a reason the agent understands
+		if hasAgent {
+			agent.Admit = func(uid uint32) error {
+				if !who.isActive(uid) {
+					return fmt.Errorf("%w: uid %d is not the user of the active session on seat0", prompt.ErrAgentNotActive, uid)
+				}
+				return nil
+			}
+			agent.OnePerUser = true
+		}
+	}
 	if ctl != nil {
 		csrv := control.NewServer(log)
-		// Root and the owner keep slots that other users cannot take.
-		csrv.Reserve(control.OwnerOrRoot(owner))
+		// Root and the owner (the active user) keep slots that other
+		// users cannot take.
+		csrv.Reserve(privileged)
 		csrv.Handle("version", control.Anyone, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 			return map[string]string{"version": buildinfo.Version}, nil
 		})
 		svc := mgmt.Service{Auth: auth, TPM: t.Info(), Version: buildinfo.Version, StateDir: o.stateDir,
-			Transport: o.transport, Prompt: o.prompt, Settings: o.settings, Users: namespaces}
+			Transport: o.transport, Prompt: o.prompt, Settings: o.settings, Users: namespaces, Mode: mgmtapi.ModeOwner}
 		if attester != nil {
 			svc.AttestationCA = attester.CACertificate()
 		}
-		svc.Register(csrv, control.OwnerOrRoot(owner))
-		if a, ok := sessionAgent(prompter); ok {
-			csrv.HandleStream("agent", control.OwnerOrRoot(owner), func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
-				log.Info("prompt agent connected", "uid", p.UID, "pid", p.PID)
-				defer log.Info("prompt agent disconnected", "uid", p.UID, "pid", p.PID)
-				return a.Attach(ctx, s)
+		if tracker != nil {
+			// Each user manages their own passkeys; what prompts is
+			// the active user's only, since prompts go to their session.
+			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.active
+		}
+		svc.Register(csrv, privileged)
+		if hasAgent {
+			csrv.HandleRefusableStream("agent", agentAllowed, func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
+				err := agent.AttachUID(ctx, s, p.UID)
+				if refusal := agentRefusal(err); refusal != nil {
+					log.Info("prompt agent refused", "uid", p.UID, "pid", p.PID, "why", err)
+					return refusal
+				}
+				log.Info("prompt agent disconnected", "uid", p.UID, "pid", p.PID)
+				return err
 			})
 		}
 		served := make(chan struct{})
@@ -269,18 +325,128 @@ func serve(ctx context.Context, o serveOptions) error {
 		defer func() { stop(); <-served }() // stop ends Serve
 	}
 	info := t.Info()
-	log.Info("passkeyd serving", "version", buildinfo.Version, "transport", o.transport, "tpm", info.Kind, "state_dir", o.stateDir)
-	srv := ctaphid.NewServer(ctap2.HIDHandler(served), ctaphid.Config{
+	hid := ctaphid.Config{
 		Capabilities: ctaphid.CapWink | ctaphid.CapCBOR,
 		Version:      [3]byte{0, 1, 0},
 		Logger:       log,
-	})
+	}
+	if tracker != nil {
+		log.Info("passkeyd serving the active user at seat0", "version", buildinfo.Version, "transport", o.transport, "tpm", info.Kind, "state_dir", o.stateDir)
+		err = seat.Run(ctx, seat.Config{
+			States: tracker.States(), Users: namespaces, HID: hid, Logger: log,
+			Open: func() (seat.Device, error) { return open() },
+			Switched: func(st session.State) {
+				who.set(st)
+				if hasAgent {
+					// Prompts go only to the active user: the previous
+					// user's agent is disconnected (it reconnects, and
+					// is admitted, once its user is active again).
+					agent.Restrict(st.Active, st.UID)
+				}
+			},
+		})
+		if ctx.Err() != nil {
+			log.Info("passkeyd stopping")
+			return nil
+		}
+		return err
+	}
+	log.Info("passkeyd serving", "version", buildinfo.Version, "transport", o.transport, "tpm", info.Kind, "state_dir", o.stateDir)
+	srv := ctaphid.NewServer(ctap2.HIDHandler(served), hid)
 	err = srv.Serve(ctx, dev)
 	if ctx.Err() != nil {
 		log.Info("passkeyd stopping")
 		return nil
 	}
 	return err
+}
+
+// seatState is who the seat loop serves now; the zero value is nobody.
+type seatState struct {
+	mu sync.Mutex
+	st session.State
+}
+
+func (w *seatState) set(st session.State) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st = st
+}
+
+// active is the served user's uid; ok false when the key is unplugged.
+func (w *seatState) active() (uid uint32, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.UID, w.st.Active
+}
+
+func (w *seatState) isActive(uid uint32) bool {
+	a, ok := w.active()
+	return ok && a == uid
+}
+
+// session is the served user's logind session, for polkit's subject.
+func (w *seatState) session() (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.SessionID, w.st.Active
+}
+
+// newTracker follows logind; tests replace it.
+var newTracker = session.New
+
+// seatTracker decides the mode from --users: a tracker of seat0 for seat
+// mode, nil for owner mode. "auto" is seat mode only on a desktop: the
+// uhid transport (the simulation transport serves test suites, one fixed
+// user) and logind on the system bus; "seat" without logind is an error.
+func seatTracker(ctx context.Context, o serveOptions, log *slog.Logger) (*session.Tracker, error) {
+	switch o.users {
+	case "", "owner": // "": callers that predate the setting
+		return nil, nil
+	case "auto", "seat":
+	default:
+		return nil, fmt.Errorf("--users %q: want auto, seat or owner", o.users)
+	}
+	if o.serveUser != "" {
+		if o.users == "seat" {
+			return nil, errors.New("--serve-user is a fixed selection: it cannot be combined with --users seat")
+		}
+		return nil, nil
+	}
+	if o.users == "auto" && !isUHID(o.transport) {
+		return nil, nil
+	}
+	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	tr, err := newTracker(tctx, session.Options{Logger: log})
+	switch {
+	case errors.Is(err, session.ErrNoLogind) && o.users == "auto":
+		log.Info("no logind on the system bus: serving the owner's passkeys (users = owner)")
+		return nil, nil
+	case errors.Is(err, session.ErrNoLogind):
+		return nil, errors.New(`--users seat: logind (org.freedesktop.login1) is not on the system bus; on a machine without logind set users = "owner"`)
+	case err != nil:
+		return nil, fmt.Errorf("--users %s: follow logind: %w", o.users, err)
+	}
+	return tr, nil
+}
+
+func isUHID(transport string) bool {
+	return transport == "uhid" || strings.HasPrefix(transport, "uhid:")
+}
+
+// agentRefusal is the control socket's answer to an agent AttachUID
+// refused, nil when it was not refused. A user who is not active retries
+// (they may become active); a second agent of the same user is a
+// configuration error the agent reports and exits on.
+func agentRefusal(err error) error {
+	switch {
+	case errors.Is(err, prompt.ErrAgentNotActive):
+		return &control.Error{Code: control.CodeNotActive, Message: err.Error()}
+	case errors.Is(err, prompt.ErrAgentConnected):
+		return &control.Error{Code: control.CodeAgentConnected, Message: err.Error()}
+	}
+	return nil
 }
 
 // ownerIdentity is the owner (a uid, control.NoOwner for none) as a user
@@ -348,7 +514,10 @@ const approveAllDelay = 150 * time.Millisecond
 // parsePrompt turns --prompt into the backend that asks the person. With
 // no way to ask anyone (no agent connected, no pinentry that can show),
 // every backend but approve-all denies presence and UV, never grants them.
-func parsePrompt(o serveOptions, log *slog.Logger) (prompt.Prompter, error) {
+//
+// session is the logind session polkit asks about (seat mode: the served
+// user's); nil asks logind for seat0's active session each time.
+func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)) (prompt.Prompter, error) {
 	if o.pinentry != "" && o.prompt != "pinentry" {
 		return nil, fmt.Errorf("--pinentry %q: only for --prompt pinentry", o.pinentry)
 	}
@@ -357,20 +526,23 @@ func parsePrompt(o serveOptions, log *slog.Logger) (prompt.Prompter, error) {
 		if o.control == "" {
 			return nil, fmt.Errorf("--prompt %s: needs the control socket (--control PATH) for the agent to connect to", o.prompt)
 		}
-		if o.owner == "" {
+		if o.owner == "" && session == nil {
 			log.Warn("--prompt " + o.prompt + " without --owner: only an agent running as root is accepted")
 		}
 		agent := &prompt.Agent{Logger: log}
 		if o.prompt == "agent" {
 			return agent, nil
 		}
-		pk, err := polkitBackend(log)
+		pk, err := polkitBackend(log, session)
 		if err != nil {
-			return nil, fmt.Errorf("--prompt %s: %w", o.prompt, err)
+			// A server without D-Bus or polkit must still start: the
+			// agent alone asks, as with prompt = "agent".
+			log.Warn("--prompt polkit+agent: polkit is unavailable, asking through the agent only", "err", err)
+			return agent, nil
 		}
 		return prompt.Both{Verifier: pk, Fallback: agent}, nil
 	case "polkit":
-		pk, err := polkitBackend(log)
+		pk, err := polkitBackend(log, session)
 		if err != nil {
 			return nil, fmt.Errorf("--prompt polkit: %w", err)
 		}
@@ -387,14 +559,47 @@ func parsePrompt(o serveOptions, log *slog.Logger) (prompt.Prompter, error) {
 	}
 }
 
-// polkitBackend asks polkit on the system bus about the active session on
-// seat0 (until the session tracker names the session).
-func polkitBackend(log *slog.Logger) (*polkit.Backend, error) {
+// polkitBackend asks polkit on the system bus about session (nil: the
+// active session on seat0 as logind reports it). polkitd must be on the
+// bus or activatable: without it every check would fail at prompt time.
+func polkitBackend(log *slog.Logger, session func() (string, bool)) (*polkit.Backend, error) {
 	conn, err := dbus.ConnectSystemBus()
 	if err != nil {
 		return nil, fmt.Errorf("system bus: %w", err)
 	}
-	return &polkit.Backend{Conn: conn, Subject: polkit.LogindSubject(conn, polkit.Seat0Session(conn)), Logger: log}, nil
+	if err := polkitPresent(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if session == nil {
+		session = polkit.Seat0Session(conn)
+	}
+	return &polkit.Backend{Conn: conn, Subject: polkit.LogindSubject(conn, session), Logger: log}, nil
+}
+
+// polkitName is polkitd's well-known name on the system bus.
+const polkitName = "org.freedesktop.PolicyKit1"
+
+// polkitPresent checks that polkitd owns its name or can be activated.
+func polkitPresent(conn *dbus.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bus := conn.BusObject()
+	var owned bool
+	if err := bus.CallWithContext(ctx, "org.freedesktop.DBus.NameHasOwner", 0, polkitName).Store(&owned); err != nil {
+		return fmt.Errorf("system bus: NameHasOwner: %w", err)
+	}
+	if owned {
+		return nil
+	}
+	var names []string
+	if err := bus.CallWithContext(ctx, "org.freedesktop.DBus.ListActivatableNames", 0).Store(&names); err != nil {
+		return fmt.Errorf("system bus: ListActivatableNames: %w", err)
+	}
+	if slices.Contains(names, polkitName) {
+		return nil
+	}
+	return fmt.Errorf("polkitd (%s) is not on the system bus", polkitName)
 }
 
 // sessionAgent is the session agent behind p, if p asks through one.

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 )
 
@@ -44,5 +46,50 @@ func TestServeRefusesLockedStateDir(t *testing.T) {
 	err = serve(context.Background(), serveOptions{stateDir: dir, tpmSpec: "sim", transport: "udp:127.0.0.1:0", prompt: "deny", logLevel: "error"})
 	if !errors.Is(err, keystore.ErrLocked) || !strings.Contains(err.Error(), "in use by another passkeyd") {
 		t.Fatalf("err = %v, want the locked-store message", err)
+	}
+}
+
+// noSystemBus points the system bus at a socket that does not exist.
+func noSystemBus(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+t.TempDir()+"/no-bus")
+}
+
+// TestSeatModeNeedsLogind: users = "seat" without logind stops with one
+// line; "auto" falls back to owner mode.
+func TestSeatModeNeedsLogind(t *testing.T) {
+	noSystemBus(t)
+	dir := t.TempDir()
+	err := serve(context.Background(), serveOptions{stateDir: dir, tpmSpec: "sim", transport: "uhid", users: "seat", prompt: "deny", logLevel: "error"})
+	if err == nil || !strings.Contains(err.Error(), "--users seat: logind") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v, want one line saying seat mode needs logind", err)
+	}
+	tr, err := seatTracker(context.Background(), serveOptions{transport: "uhid", users: "auto"}, slog.New(slog.DiscardHandler))
+	if err != nil || tr != nil {
+		t.Fatalf("auto without logind = %v, %v; want owner mode", tr, err)
+	}
+	if tr, err := seatTracker(context.Background(), serveOptions{transport: "udp:127.0.0.1:0", users: "auto"}, nil); err != nil || tr != nil {
+		t.Fatalf("auto on the simulation transport = %v, %v; want owner mode", tr, err)
+	}
+}
+
+// TestPolkitAgentDegrades: without a system bus, polkit+agent is the
+// agent alone, with a warning, instead of a failure to start; polkit
+// alone still fails.
+func TestPolkitAgentDegrades(t *testing.T) {
+	noSystemBus(t)
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	p, err := parsePrompt(serveOptions{prompt: "polkit+agent", control: "/run/x.sock", owner: "1000"}, log, nil)
+	if err != nil {
+		t.Fatalf("polkit+agent without a bus: %v", err)
+	}
+	if _, ok := p.(*prompt.Agent); !ok {
+		t.Fatalf("polkit+agent without a bus = %T, want the agent alone", p)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "agent only") {
+		t.Errorf("no warning: %s", logs.String())
+	}
+	if _, err := parsePrompt(serveOptions{prompt: "polkit"}, log, nil); err == nil {
+		t.Error("polkit alone without a bus started")
 	}
 }

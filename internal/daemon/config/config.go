@@ -86,6 +86,7 @@ type Config struct {
 	Pinentry    string
 	Control     string
 	Owner       string
+	Users       string // "auto", "seat" or "owner": whose passkeys the key serves
 	Attestation string
 	LogLevel    string
 	Policy      Policy
@@ -170,6 +171,9 @@ var keys = []key{
 	{name: "owner", flag: "owner", allow: `a user name or uid, or "" for none`,
 		set: str(func(c *Config) *string { return &c.Owner }, func(s string) bool { return s == "" || ownerRE.MatchString(s) }),
 		get: func(c *Config) string { return c.Owner }},
+	{name: "users", flag: "users", allow: `"auto" (seat when logind is on the system bus and the transport is uhid, else owner), "seat" (the active user at seat0) or "owner"`,
+		set: str(func(c *Config) *string { return &c.Users }, oneOf("auto", "seat", "owner")),
+		get: func(c *Config) string { return c.Users }},
 	{name: "attestation", flag: "attestation", allow: `"self", "none" or "tpm"`,
 		set: str(func(c *Config) *string { return &c.Attestation }, oneOf("self", "none", "tpm")),
 		get: func(c *Config) string { return c.Attestation }},
@@ -222,8 +226,9 @@ func Default() *Config {
 		StateDir:    "/var/lib/passkeyd",
 		TPM:         "auto",
 		Transport:   "uhid",
-		Prompt:      "agent",
+		Prompt:      "polkit+agent",
 		Control:     "/run/passkeyd/control.sock",
+		Users:       "auto",
 		Attestation: "self",
 		LogLevel:    "info",
 		Policy:      Policy{MinPINLength: 4},

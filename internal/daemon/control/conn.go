@@ -61,6 +61,25 @@ type Stream struct {
 	r      *lineReader
 	peer   Peer
 	sendMu sync.Mutex
+	// accept, on the server side, sends {"ok": true} before the first
+	// message either way, so that a StreamFunc can still refuse the
+	// operation with a reply until it uses the stream. nil once sent, and
+	// on the client side.
+	acceptOnce sync.Once
+	accept     func() error
+	accepted   bool // under acceptOnce
+}
+
+// start sends the server's acceptance if it has not gone out yet.
+func (s *Stream) start() error {
+	var err error
+	s.acceptOnce.Do(func() {
+		if s.accept != nil {
+			err = s.accept()
+		}
+		s.accepted = true
+	})
+	return err
 }
 
 // sendTimeout bounds one Send: a peer that stops reading must not stall
@@ -76,6 +95,9 @@ func (s *Stream) Send(msg any) error {
 	if len(b) > MaxRequest {
 		return fmt.Errorf("control: message of %d bytes exceeds %d", len(b), MaxRequest)
 	}
+	if err := s.start(); err != nil {
+		return fmt.Errorf("control: send: %w", err)
+	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	_ = s.c.SetWriteDeadline(time.Now().Add(sendTimeout))
@@ -88,6 +110,9 @@ func (s *Stream) Send(msg any) error {
 // Recv reads the next message into msg; io.EOF when the peer has closed
 // the connection cleanly.
 func (s *Stream) Recv(msg any) error {
+	if err := s.start(); err != nil {
+		return fmt.Errorf("control: receive: %w", err)
+	}
 	line, err := s.r.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {

@@ -77,6 +77,13 @@ const (
 	CodeNotAllowed = "not-allowed"
 	CodeBusy       = "busy"
 	CodeFailed     = "failed"
+	// CodeNotActive: the operation is for the active user at the seat
+	// (seat mode's prompt agent), and the caller is not them now; they
+	// may be later, so a client may retry.
+	CodeNotActive = "not-active"
+	// CodeAgentConnected: the caller's user already has a prompt agent
+	// connected; a second one is refused, not swapped in.
+	CodeAgentConnected = "agent-connected"
 )
 
 // Errors a client can test for with errors.Is.

@@ -449,3 +449,45 @@ func TestDialMissing(t *testing.T) {
 		t.Errorf("Dial = %v", err)
 	}
 }
+
+// TestRefusableStream: a refusable stream's function can refuse with a
+// coded error the client receives; once it uses the stream, the client
+// is accepted as with HandleStream.
+func TestRefusableStream(t *testing.T) {
+	srv := NewServer(nil)
+	srv.HandleRefusableStream("maybe", Anyone, func(_ context.Context, _ Peer, args json.RawMessage, s *Stream) error {
+		if string(args) == `"no"` {
+			return &Error{Code: CodeAgentConnected, Message: "another agent of this user is connected"}
+		}
+		var m map[string]int
+		if err := s.Recv(&m); err != nil {
+			return err
+		}
+		return s.Send(m)
+	})
+	path := filepath.Join(shortDir(t), "control.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	_, err = dial(t, path).Stream("maybe", "no")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != CodeAgentConnected || !strings.Contains(ce.Message, "another agent") {
+		t.Fatalf("refused stream: %v, want code %s with the reason", err, CodeAgentConnected)
+	}
+	st, err := dial(t, path).Stream("maybe", "yes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]int
+	if err := st.Recv(&m); err != nil || m["a"] != 1 {
+		t.Fatalf("echo = %v, %v", m, err)
+	}
+}

@@ -23,14 +23,19 @@ import (
 type HandlerFunc func(ctx context.Context, peer Peer, args json.RawMessage) (any, error)
 
 // StreamFunc takes over a connection after the server has answered
-// {"ok": true}. It returns when it is done with s; the server then closes
-// the connection. ctx is cancelled when the server stops.
+// {"ok": true} (HandleStream), or, for HandleRefusableStream, once the
+// function first sends or receives on s. It returns when it is done with
+// s; the server then closes the connection. ctx is cancelled when the
+// server stops.
 type StreamFunc func(ctx context.Context, peer Peer, args json.RawMessage, s *Stream) error
 
 type operation struct {
 	allowed func(Peer) bool
 	call    HandlerFunc
 	stream  StreamFunc
+	// refusable: the reply waits for the StreamFunc's first use of the
+	// stream, so that it can still refuse with an error.
+	refusable bool
 }
 
 // Limits of the server. Connections are cheap but not free: a local user
@@ -108,6 +113,18 @@ func (s *Server) HandleStream(name string, allowed func(Peer) bool, fn StreamFun
 		panic("control: HandleStream " + name + " without a function")
 	}
 	s.register(name, operation{allowed: allowed, stream: fn})
+}
+
+// HandleRefusableStream is HandleStream for an operation that decides
+// after the policy whether to serve the peer (the prompt agent in seat
+// mode: one per user): {"ok": true} goes out when fn first sends or
+// receives, and an error fn returns before that is the reply instead (an
+// *Error chooses the code), so the client learns why it was refused.
+func (s *Server) HandleRefusableStream(name string, allowed func(Peer) bool, fn StreamFunc) {
+	if fn == nil {
+		panic("control: HandleRefusableStream " + name + " without a function")
+	}
+	s.register(name, operation{allowed: allowed, stream: fn, refusable: true})
 }
 
 func (s *Server) register(name string, op operation) {
@@ -317,12 +334,29 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn, peer Peer) {
 			writeReply(c, fail(CodeNotAllowed, "not allowed: uid %d may not use %q", peer.UID, req.Op))
 			return
 		case op.stream != nil:
-			if writeReply(c, reply{OK: true}) != nil {
+			st := &Stream{c: c, r: r, peer: peer}
+			if op.refusable {
+				st.accept = func() error { return writeReply(c, reply{OK: true}) }
+			} else if st.start(); writeReply(c, reply{OK: true}) != nil {
 				return
 			}
 			_ = c.SetDeadline(time.Time{})
-			st := &Stream{c: c, r: r, peer: peer}
-			if err := op.stream(ctx, peer, req.Args, st); err != nil && ctx.Err() == nil {
+			err := op.stream(ctx, peer, req.Args, st)
+			st.acceptOnce.Do(func() {}) // nothing is sent after this
+			if !st.accepted {
+				if err == nil {
+					writeReply(c, reply{OK: true})
+					return
+				}
+				var ce *Error
+				if errors.As(err, &ce) {
+					writeReply(c, reply{Code: ce.Code, Error: ce.Message})
+				} else {
+					writeReply(c, fail(CodeFailed, "%s", err.Error()))
+				}
+				return
+			}
+			if err != nil && ctx.Err() == nil {
 				s.log.Warn("control socket: stream ended", "op", req.Op, "uid", peer.UID, "err", err)
 			}
 			return

@@ -43,6 +43,37 @@ type Service struct {
 	// (the peer's uid and account name select it); without it only root
 	// and the owner may call, and reach Auth, as in single-owner mode.
 	PerUser bool
+	// Mode is mgmtapi.ModeSeat or ModeOwner, for info.
+	Mode string
+	// Seat, in seat mode, is the user the key serves now (ok false:
+	// nobody). With it, info, delete, pin set and reset act on the
+	// caller's own namespace (root's on Auth, as before), and delete,
+	// pin set and reset are for the active user only: their presence and
+	// PIN prompts go to the active session, nobody else's.
+	Seat func() (uid uint32, active bool)
+}
+
+// errNotActive refuses a change from a user who is not at the seat.
+var errNotActive = fmt.Errorf("%w: only the user of the active session at seat0 may change passkeys: the confirmation is asked in that session", ctap2.ErrManagementDenied)
+
+// changeTarget is the namespace delete, pin set and reset act on: Auth
+// in owner mode and for root, else (seat mode) the caller's own, and only
+// while the caller is the active user.
+func (s Service) changeTarget(peer control.Peer) (*ctap2.Authenticator, error) {
+	if s.Seat == nil || peer.UID == 0 {
+		return s.Auth, nil
+	}
+	if uid, ok := s.Seat(); !ok || uid != peer.UID {
+		return nil, errNotActive
+	}
+	a, _, ok, err := s.target(peer, mgmtapi.UserArgs{})
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("uid %d has no passkeys on this device", peer.UID)
+	}
+	return a, nil
 }
 
 // User database lookups; variables so that tests can stand in for
@@ -143,39 +174,80 @@ func listCredentials(auth *ctap2.Authenticator) ([]mgmtapi.Credential, error) {
 // and the PIN when one is set.
 func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) {
 	auth := s.Auth
-	srv.Handle(mgmtapi.OpInfo, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
-		in := auth.Info()
-		ti := s.TPM
-		algs := make([]string, len(in.Algorithms))
-		for i, a := range in.Algorithms {
-			algs[i] = tpm.Algorithm(a).String()
-		}
-		out := mgmtapi.Info{
-			Version: s.Version, AAGUID: formatAAGUID(in.AAGUID),
-			TPM:    mgmtapi.TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion, Software: ti.Software},
-			PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
-			BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
-			Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
-			Settings: s.Settings,
-		}
-		if st := in.TPMLockout; st != nil {
-			within, _ := st.RecoversWithin()
-			out.TPMLockout = &mgmtapi.Lockout{
-				InLockout: st.Locked(), FailedTries: st.Counter, MaxTries: st.MaxTries,
-				RecoveryIntervalSeconds: int64(st.RecoveryTime / time.Second),
-				RecoversWithinSeconds:   int64(within / time.Second),
-			}
-		}
-		return out, nil
+	public := allowed // info and the CA: in seat mode every user's own
+	if s.Seat != nil {
+		public = control.Anyone
+	}
+	srv.Handle(mgmtapi.OpInfo, public, func(_ context.Context, p control.Peer, _ json.RawMessage) (any, error) {
+		return s.info(p)
 	})
 	// The CA certificate is public, but like the rest it is served to
 	// root and the owner only: nobody else has business with this device.
-	srv.Handle(mgmtapi.OpAttestationCA, allowed, func(context.Context, control.Peer, json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpAttestationCA, public, func(context.Context, control.Peer, json.RawMessage) (any, error) {
 		if s.AttestationCA == nil {
 			return nil, fmt.Errorf("this daemon attests with %q: only --attestation tpm has a CA", auth.Info().Attestation)
 		}
 		return mgmtapi.AttestationCA{Certificate: s.AttestationCA}, nil
 	})
+	s.register(srv, allowed)
+}
+
+// info is the info operation for peer: in seat mode, of the caller's own
+// namespace (the device-wide fields are everyone's).
+func (s Service) info(p control.Peer) (mgmtapi.Info, error) {
+	auth := s.Auth
+	none := false // seat mode, and the caller has no namespace yet
+	if s.Seat != nil {
+		a, _, ok, err := s.target(p, mgmtapi.UserArgs{})
+		if err != nil {
+			return mgmtapi.Info{}, err
+		}
+		if ok {
+			auth = a
+		}
+		none = !ok
+	}
+	in := auth.Info()
+	if none {
+		in.PINSet, in.PINRetries, in.Credentials = false, 0, 0
+	}
+	ti := s.TPM
+	algs := make([]string, len(in.Algorithms))
+	for i, a := range in.Algorithms {
+		algs[i] = tpm.Algorithm(a).String()
+	}
+	out := mgmtapi.Info{
+		Version: s.Version, AAGUID: formatAAGUID(in.AAGUID),
+		TPM:    mgmtapi.TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion, Software: ti.Software},
+		PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
+		BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
+		Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
+		Settings: s.Settings, Mode: s.Mode,
+	}
+	if out.Mode == "" {
+		out.Mode = mgmtapi.ModeOwner
+	}
+	if s.Seat != nil {
+		if uid, ok := s.Seat(); ok {
+			out.Serving = fmt.Sprintf("uid %d", uid)
+			if u, err := lookupUID(strconv.FormatUint(uint64(uid), 10)); err == nil {
+				out.Serving = fmt.Sprintf("%s (uid %d)", u.Username, uid)
+			}
+		}
+	}
+	if st := in.TPMLockout; st != nil {
+		within, _ := st.RecoversWithin()
+		out.TPMLockout = &mgmtapi.Lockout{
+			InLockout: st.Locked(), FailedTries: st.Counter, MaxTries: st.MaxTries,
+			RecoveryIntervalSeconds: int64(st.RecoveryTime / time.Second),
+			RecoversWithinSeconds:   int64(within / time.Second),
+		}
+	}
+	return out, nil
+}
+
+// register adds the operations on namespaces.
+func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) {
 	own := allowed // list and export of the caller's own namespace
 	if s.PerUser {
 		own = control.Anyone
@@ -245,7 +317,11 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return map[string]bool{"removed": true}, nil
 	})
-	srv.Handle(mgmtapi.OpDelete, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpDelete, allowed, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+		auth, err := s.changeTarget(p)
+		if err != nil {
+			return nil, err
+		}
 		var args mgmtapi.DeleteArgs
 		if err := json.Unmarshal(raw, &args); err != nil || len(args.IDs) == 0 {
 			return nil, errors.New("delete: want {\"ids\": [...]}")
@@ -260,14 +336,22 @@ func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return map[string]int{"deleted": len(ids)}, auth.DeleteCredentials(ctx, ids, args.PIN)
 	})
-	srv.Handle(mgmtapi.OpSetPIN, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpSetPIN, allowed, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+		auth, err := s.changeTarget(p)
+		if err != nil {
+			return nil, err
+		}
 		var args mgmtapi.SetPINArgs
 		if err := json.Unmarshal(raw, &args); err != nil {
 			return nil, errors.New("pin.set: want {\"new\": ..., \"old\": ...}")
 		}
 		return nil, auth.SetPIN(ctx, args.Old, args.New)
 	})
-	srv.Handle(mgmtapi.OpReset, allowed, func(ctx context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpReset, allowed, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+		auth, err := s.changeTarget(p)
+		if err != nil {
+			return nil, err
+		}
 		var args mgmtapi.ResetArgs
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &args); err != nil {

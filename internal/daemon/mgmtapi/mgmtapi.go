@@ -93,6 +93,12 @@ type TPM struct {
 const SoftwareTPMWarning = "software TPM: a copy of the state directory is a copy of your passkeys"
 
 // Info is the answer to OpInfo.
+// Modes of Info.Mode.
+const (
+	ModeOwner = "owner" // one set of passkeys, the owner's
+	ModeSeat  = "seat"  // the active user's at seat0, followed live
+)
+
 type Info struct {
 	Version      string   `json:"version"`
 	AAGUID       string   `json:"aaguid"`
@@ -109,6 +115,12 @@ type Info struct {
 	StateDir     string   `json:"stateDir"`
 	Transport    string   `json:"transport"`
 	Prompt       string   `json:"prompt"`
+	// Mode is whose passkeys the key serves: ModeSeat or ModeOwner
+	// (absent from daemons that predate it: owner).
+	Mode string `json:"mode,omitempty"`
+	// Serving, in seat mode, says whom the key serves now: "NAME (uid
+	// N)", or "" when it is unplugged (nobody active at seat0).
+	Serving string `json:"serving,omitempty"`
 	// TPMLockout is absent when the TPM does not report it.
 	TPMLockout *Lockout `json:"tpmLockout,omitempty"`
 	// Settings are the daemon's effective settings and where each came

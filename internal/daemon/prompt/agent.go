@@ -75,6 +75,16 @@ type Stream interface {
 	Close() error
 }
 
+// Refusals of AttachUID: the connection is not served and not closed, so
+// that the caller can answer it with the reason.
+var (
+	// ErrAgentNotActive: Admit refused the agent's user (in seat mode,
+	// not the user of the active session).
+	ErrAgentNotActive = errors.New("prompt agent refused")
+	// ErrAgentConnected: OnePerUser, and this user already has an agent.
+	ErrAgentConnected = errors.New("prompt agent refused: another agent of this user is connected")
+)
+
 // maxAgents bounds the agents connected at once; an agent is one
 // connection per session, so a handful is plenty.
 const maxAgents = 16
@@ -96,6 +106,15 @@ type Agent struct {
 	Timeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+	// Admit, when set, decides from the peer's uid whether an agent may
+	// attach (AttachUID) and be asked: seat mode admits the active user
+	// only. Its error is returned, wrapped in ErrAgentNotActive by the
+	// caller's choice; nil Admit admits everyone, as in owner mode.
+	Admit func(uid uint32) error
+	// OnePerUser refuses a second agent of a uid while one is connected
+	// (ErrAgentConnected) instead of asking the newest: a stray agent
+	// must not silently take over the prompts of the user's session.
+	OnePerUser bool
 
 	once   sync.Once
 	turn   chan struct{} // one prompt at a time
@@ -106,6 +125,8 @@ type Agent struct {
 
 type agentConn struct {
 	s       Stream
+	uid     uint32
+	hasUID  bool // attached with AttachUID
 	sendMu  sync.Mutex
 	mu      sync.Mutex
 	pending map[uint64]chan AgentAnswer
@@ -125,10 +146,37 @@ func (a *Agent) log() *slog.Logger {
 
 // Attach serves one agent connection until it ends or ctx is done, then
 // closes s. The agent is asked from now on, until a newer one attaches.
+// It knows no peer: Admit and OnePerUser do not apply (use AttachUID).
 func (a *Agent) Attach(ctx context.Context, s Stream) error {
+	return a.attach(ctx, &agentConn{s: s})
+}
+
+// AttachUID is Attach for an agent running as uid. When Admit refuses uid
+// (ErrAgentNotActive) or OnePerUser finds another agent of uid connected
+// (ErrAgentConnected), it returns at once without closing s, so that the
+// caller can tell the agent why.
+func (a *Agent) AttachUID(ctx context.Context, s Stream, uid uint32) error {
+	return a.attach(ctx, &agentConn{s: s, uid: uid, hasUID: true})
+}
+
+func (a *Agent) attach(ctx context.Context, c *agentConn) error {
 	a.init()
-	c := &agentConn{s: s, pending: make(map[uint64]chan AgentAnswer), done: make(chan struct{})}
+	s := c.s
+	c.pending, c.done = make(map[uint64]chan AgentAnswer), make(chan struct{})
+	if c.hasUID && a.Admit != nil {
+		if err := a.Admit(c.uid); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
+	if c.hasUID && a.OnePerUser {
+		for _, x := range a.conns {
+			if x.hasUID && x.uid == c.uid {
+				a.mu.Unlock()
+				return ErrAgentConnected
+			}
+		}
+	}
 	if len(a.conns) >= maxAgents {
 		a.mu.Unlock()
 		s.Close()
@@ -171,6 +219,26 @@ func (a *Agent) Attach(ctx context.Context, s Stream) error {
 	}
 }
 
+// Restrict disconnects every agent but those of uid (all of them when
+// active is false): after a switch of user at the seat, prompts must not
+// reach the previous user's session. Agents attached without a uid are
+// kept (owner mode never calls it).
+func (a *Agent) Restrict(active bool, uid uint32) {
+	a.mu.Lock()
+	var drop []*agentConn
+	for _, c := range a.conns {
+		if c.hasUID && (!active || c.uid != uid) {
+			drop = append(drop, c)
+		}
+	}
+	a.mu.Unlock()
+	for _, c := range drop {
+		// Attach's loop sees the closed stream and removes the agent;
+		// a prompt waiting on it ends with ErrNoUser.
+		c.s.Close()
+	}
+}
+
 // Agents reports how many agents are connected.
 func (a *Agent) Agents() int {
 	a.mu.Lock()
@@ -207,6 +275,11 @@ func (a *Agent) ask(ctx context.Context, kind string, req Request, retries int) 
 	id := a.nextID
 	a.mu.Unlock()
 	if c == nil {
+		return "", ErrNoUser
+	}
+	if c.hasUID && a.Admit != nil && a.Admit(c.uid) != nil {
+		// The seat changed user since the agent attached and Restrict
+		// has not run yet: never show the prompt in the old session.
 		return "", ErrNoUser
 	}
 

@@ -1,0 +1,127 @@
+package prompt
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// connectUID is connect through AttachUID as uid; it returns AttachUID's
+// refusal, if any, and a disconnect function.
+func connectUID(t *testing.T, a *Agent, ui PINEntry, uid uint32) (disconnect func(), refused error) {
+	t.Helper()
+	d, s := newPipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	before := a.Agents()
+	attached := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); attached <- a.AttachUID(ctx, d, uid) }()
+	go func() { defer wg.Done(); _ = RunAgent(ctx, s, ui, nil) }()
+	stop := func() { s.Close(); d.Close(); cancel(); wg.Wait() }
+	var once sync.Once
+	t.Cleanup(func() { once.Do(stop) })
+	waitFor(t, func() bool { return len(attached) > 0 || a.Agents() == before+1 })
+	select {
+	case err := <-attached:
+		if err == nil {
+			t.Fatal("AttachUID returned nil at once")
+		}
+		return func() { once.Do(stop) }, err
+	default:
+		return func() { once.Do(stop) }, nil
+	}
+}
+
+// seatAgent admits uid active only, one agent per user.
+func seatAgent(active *atomic.Uint32) *Agent {
+	return &Agent{OnePerUser: true, Admit: func(uid uint32) error {
+		if uid != active.Load() {
+			return ErrAgentNotActive
+		}
+		return nil
+	}}
+}
+
+// TestAgentSeatAdmission: the active user's agent is admitted and asked;
+// another user's is refused with ErrAgentNotActive and never asked.
+func TestAgentSeatAdmission(t *testing.T) {
+	var active atomic.Uint32
+	active.Store(1000)
+	a := seatAgent(&active)
+	alice, bob := newFakeUI(), newFakeUI()
+	if _, err := connectUID(t, a, alice, 1000); err != nil {
+		t.Fatalf("the active user's agent: %v", err)
+	}
+	if _, err := connectUID(t, a, bob, 1001); !errors.Is(err, ErrAgentNotActive) {
+		t.Fatalf("another user's agent: %v, want ErrAgentNotActive", err)
+	}
+	if err := a.Confirm(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if alice.count() != 1 || bob.count() != 0 {
+		t.Errorf("alice saw %d prompts, bob %d", alice.count(), bob.count())
+	}
+}
+
+// TestAgentSecondOfSameUserRefused: a second agent of the same user does
+// not replace the first; the first keeps being asked, and once it leaves
+// a new one is admitted.
+func TestAgentSecondOfSameUserRefused(t *testing.T) {
+	var active atomic.Uint32
+	active.Store(1000)
+	a := seatAgent(&active)
+	first, second := newFakeUI(), newFakeUI()
+	leave, _ := connectUID(t, a, first, 1000)
+	if _, err := connectUID(t, a, second, 1000); !errors.Is(err, ErrAgentConnected) {
+		t.Fatalf("second agent: %v, want ErrAgentConnected", err)
+	}
+	if err := a.Confirm(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if first.count() != 1 || second.count() != 0 {
+		t.Errorf("first saw %d prompts, second %d", first.count(), second.count())
+	}
+	leave()
+	waitFor(t, func() bool { return a.Agents() == 0 })
+	if _, err := connectUID(t, a, second, 1000); err != nil {
+		t.Fatalf("agent after the first left: %v", err)
+	}
+}
+
+// TestAgentRestrict: after a switch of user the previous user's agent is
+// disconnected and a prompt finds nobody (never the old session).
+func TestAgentRestrict(t *testing.T) {
+	var active atomic.Uint32
+	active.Store(1000)
+	a := seatAgent(&active)
+	alice := newFakeUI()
+	connectUID(t, a, alice, 1000)
+	active.Store(1001)
+	// Before Restrict runs, Admit already keeps the prompt away.
+	if err := a.Confirm(context.Background(), req); !errors.Is(err, ErrNoUser) {
+		t.Fatalf("Confirm after the switch = %v, want ErrNoUser", err)
+	}
+	a.Restrict(true, 1001)
+	waitFor(t, func() bool { return a.Agents() == 0 })
+	if alice.count() != 0 {
+		t.Errorf("the previous user's agent saw %d prompts", alice.count())
+	}
+}
+
+// TestAgentOwnerModeUnchanged: without Admit and OnePerUser, AttachUID
+// behaves as Attach: the newest agent is asked.
+func TestAgentOwnerModeUnchanged(t *testing.T) {
+	var a Agent
+	older, newer := newFakeUI(), newFakeUI()
+	connectUID(t, &a, older, 1000)
+	connectUID(t, &a, newer, 1000)
+	if err := a.Confirm(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if newer.count() != 1 || older.count() != 0 {
+		t.Errorf("newer saw %d, older %d", newer.count(), older.count())
+	}
+}
