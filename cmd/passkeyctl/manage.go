@@ -377,7 +377,7 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 				{"TPM", fmt.Sprintf("%s (manufacturer %q, firmware %s)", in.TPM.Kind, strings.TrimSpace(in.TPM.Manufacturer), in.TPM.Firmware)},
 				{"PIN", pin},
 				{"Always require UV", yesNo(in.AlwaysUV)},
-				{"Built-in UV (PIN at the prompt)", yesNo(in.BuiltInUV)},
+				{"Built-in UV (the prompt verifies: device PIN or polkit)", yesNo(in.BuiltInUV)},
 				{"Passkeys", fmt.Sprintf("%d of %d", in.Credentials, in.Capacity)},
 				{"Algorithms", strings.Join(in.Algorithms, ", ")},
 				{"Attestation", in.Attestation},
