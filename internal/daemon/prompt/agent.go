@@ -184,6 +184,8 @@ func (a *Agent) attach(ctx context.Context, c *agentConn) error {
 	}
 	a.conns = append(a.conns, c)
 	a.mu.Unlock()
+	// Admitted: the one line operators (and the VM tests) look for.
+	a.log().Info("prompt agent connected", "uid", c.uid)
 	defer func() {
 		a.mu.Lock()
 		for i, x := range a.conns {

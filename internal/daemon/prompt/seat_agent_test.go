@@ -3,9 +3,13 @@ package prompt
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 )
 
 // connectUID is connect through AttachUID as uid; it returns AttachUID's
@@ -51,12 +55,19 @@ func TestAgentSeatAdmission(t *testing.T) {
 	var active atomic.Uint32
 	active.Store(1000)
 	a := seatAgent(&active)
+	var logs ctaptest.SyncBuffer
+	a.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	alice, bob := newFakeUI(), newFakeUI()
 	if _, err := connectUID(t, a, alice, 1000); err != nil {
 		t.Fatalf("the active user's agent: %v", err)
 	}
 	if _, err := connectUID(t, a, bob, 1001); !errors.Is(err, ErrAgentNotActive) {
 		t.Fatalf("another user's agent: %v, want ErrAgentNotActive", err)
+	}
+	// The admitted agent, and only it, is logged as connected (operators
+	// and the VM tests look for this line).
+	if got := logs.String(); !strings.Contains(got, `msg="prompt agent connected" uid=1000`) || strings.Contains(got, "uid=1001") {
+		t.Errorf("log:\n%s\nwant one connection line, for uid 1000", got)
 	}
 	if err := a.Confirm(context.Background(), req); err != nil {
 		t.Fatal(err)
