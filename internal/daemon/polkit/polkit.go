@@ -160,7 +160,7 @@ func (b *Backend) check(ctx context.Context, req prompt.Request) error {
 		err = call.Err
 	case <-ctx.Done():
 		b.cancel(obj, cancelID)
-		b.log().Info("polkit: request withdrawn", "operation", string(req.Operation), "rp", req.RPID, "why", ctx.Err())
+		b.log().Info("polkit: request withdrawn", "operation", string(req.Operation), "why", ctx.Err())
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return prompt.ErrTimeout
 		}
@@ -181,7 +181,8 @@ func (b *Backend) check(ctx context.Context, req prompt.Request) error {
 		b.log().Error("polkit: CheckAuthorization failed", "action", action, "err", err)
 		return fmt.Errorf("polkit: %w", err)
 	}
-	attrs := []any{"action", action, "operation", string(req.Operation), "rp", req.RPID,
+	// No RP ID or user name: logs name neither (README, "Running it").
+	attrs := []any{"action", action, "operation", string(req.Operation),
 		"authorized", res.IsAuthorized, "challenge", res.IsChallenge}
 	switch {
 	case res.IsAuthorized:

@@ -146,7 +146,7 @@ func apply(ctx context.Context, cfg Config, log *slog.Logger, cur **plugged, st 
 	srv := ctaphid.NewServer(ctap2.HIDHandler(auth), cfg.HID)
 	go func() { p.done <- srv.Serve(sctx, dev) }()
 	*cur = p
-	log.Info("seat: key plugged in for the active user", "uid", st.UID, "user", st.UserName, "session", st.SessionID)
+	log.Info("seat: key plugged in for the active user", "uid", st.UID, "session", st.SessionID) // a uid, never the user name
 }
 
 // unplug closes the current device, waits for its server and deactivates
