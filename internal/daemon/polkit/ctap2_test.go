@@ -15,18 +15,17 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
-	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
+
+// The simulator is one per process: opened once, for every test.
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 func TestAuthenticatorThroughPolkit(t *testing.T) {
 	b := startBus(t)
 	b.addSession(t, "c2")
-	sim, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	sim := tpmsim.TPM()
 	store, err := keystore.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +85,7 @@ func TestAuthenticatorThroughPolkit(t *testing.T) {
 		}
 	}
 
-	b.mock(t, busName, authorityPath, "SetHang", true)
+	b.mock("SetHang", true)
 	b.calls(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(300 * time.Millisecond); cancel() }()

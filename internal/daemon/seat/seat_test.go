@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,25 +16,12 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/session"
 	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
-	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
-// sharedTPM is the in-process reference simulator: go test -tags tpmsim.
-var sharedTPM *tpm.TPM
-
-func TestMain(m *testing.M) {
-	t, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open TPM simulator (go test -tags tpmsim):", err)
-		os.Exit(1)
-	}
-	sharedTPM = t
-	code := m.Run()
-	t.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 // fakeDevice is a pipe whose opening and closing the opener records.
 type fakeDevice struct {
@@ -115,7 +101,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: sharedTPM, Prompt: prompt.ApproveAll{}}})
+	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
 	if err != nil {
 		dev.Close()
 		t.Fatal(err)
@@ -355,7 +341,7 @@ func TestOpenFailureFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: sharedTPM, Prompt: prompt.ApproveAll{}}})
+	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,23 +23,10 @@ import (
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
-// sharedTPM is the in-process reference simulator (a process-wide
-// singleton): go test -tags tpmsim.
-var sharedTPM *tpm.TPM
-
-func TestMain(m *testing.M) {
-	t, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open TPM simulator:", err)
-		os.Exit(1)
-	}
-	sharedTPM = t
-	code := m.Run()
-	t.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 // countingTPM counts every TPM command the authenticators send, so a test
 // can assert that a request was refused before the TPM saw anything. It
@@ -140,7 +127,7 @@ func openEnv(t *testing.T, dir string, owner *Identity) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{dir: dir, dev: dev, tpm: &countingTPM{TPM: sharedTPM, auth: pinObjects}}
+	e := &env{dir: dir, dev: dev, tpm: &countingTPM{TPM: tpmsim.TPM(), auth: pinObjects}}
 	e.u, err = Open(Config{StateDir: dir, Device: dev, Owner: owner,
 		Auth: ctap2.Config{TPM: e.tpm, Prompt: prompt.ApproveAll{}}})
 	if err != nil {
@@ -583,7 +570,7 @@ func TestLegacyStoreBecomesTheOwners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacy, err := ctap2.New(ctap2.Config{TPM: &countingTPM{TPM: sharedTPM, auth: pinObjects}, Store: st, Prompt: prompt.ApproveAll{}})
+	legacy, err := ctap2.New(ctap2.Config{TPM: &countingTPM{TPM: tpmsim.TPM(), auth: pinObjects}, Store: st, Prompt: prompt.ApproveAll{}})
 	if err != nil {
 		t.Fatal(err)
 	}
