@@ -3,6 +3,8 @@ package seat
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"encoding/binary"
 	"fmt"
 	"runtime"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/daemon/session"
@@ -92,7 +95,15 @@ var (
 // simMu serialises the tests' use of the one simulator.
 var simMu sync.Mutex
 
+// newHarness runs the loop on States the test sends (harness.send).
 func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return runHarness(t, nil)
+}
+
+// runHarness runs the loop on the namespaces of a fresh state dir and the
+// fake opener, following states (nil: the harness's own channel).
+func runHarness(t *testing.T, states <-chan session.State) *harness {
 	t.Helper()
 	simMu.Lock()
 	t.Cleanup(simMu.Unlock)
@@ -108,10 +119,13 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{t: t, users: u, opener: &fakeOpener{}, states: make(chan session.State),
 		switched: make(chan session.State, 1024), done: make(chan error, 1)}
+	if states == nil {
+		states = h.states
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() {
-		h.done <- Run(ctx, Config{States: h.states, Users: u, Open: h.opener.Open, HID: hidConfig,
+		h.done <- Run(ctx, Config{States: states, Users: u, Open: h.opener.Open, HID: hidConfig,
 			Switched: func(st session.State) { h.switched <- st }})
 	}()
 	t.Cleanup(func() {
@@ -171,16 +185,33 @@ var cdh = bytes.Repeat([]byte{0xcd}, 32)
 
 func makeCredential(t *testing.T, c *ctaptest.Client, rp, user string) []byte {
 	t.Helper()
+	id, _ := register(t, c, rp, user, true)
+	return id
+}
+
+// register makes a credential (discoverable or not) and returns its ID
+// and public key, from the attested credential data (§6.1, WebAuthn
+// §6.5.1).
+func register(t *testing.T, c *ctaptest.Client, rp, user string, rk bool) ([]byte, *ecdsa.PublicKey) {
+	t.Helper()
 	st, m := c.Call(t, ctaptest.CmdMakeCredential, map[int]any{
 		1: cdh, 2: map[string]any{"id": rp}, 3: map[string]any{"id": []byte(user), "name": user},
-		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": true},
+		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": rk},
 	})
 	if st != ctaptest.StatusOK {
 		t.Fatalf("makeCredential %s at %s: %v", user, rp, st)
 	}
 	ad := ctaptest.Field[[]byte](t, m, 2)
 	n := int(binary.BigEndian.Uint16(ad[53:55]))
-	return ad[55 : 55+n]
+	var key ctaptest.COSEKey // kty 2 (EC2), crv 1 (P-256): the same fields
+	if err := cbor.NewDecoder(bytes.NewReader(ad[55+n:])).Decode(&key); err != nil || key.Kty != 2 || key.Alg != -7 || key.Crv != 1 {
+		t.Fatalf("credential public key %+v: %v", key, err)
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, key.X...), key.Y...))
+	if err != nil {
+		t.Fatalf("credential public key: %v", err)
+	}
+	return ad[55 : 55+n], pub
 }
 
 // getAssertion asks for a discoverable credential at rp.
