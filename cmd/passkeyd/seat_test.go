@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,11 +35,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	gobuild.RemoveAll()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gobuild.Main(m) }
 
 // account is a local user the tests act as. Both are in every Debian
 // base system (base-passwd), so no test adds an account to the machine.
@@ -264,18 +261,7 @@ func ids(creds []mgmtapi.Credential) []string {
 	return out
 }
 
-func sameIDs(got []mgmtapi.Credential, want ...string) bool {
-	g := ids(got)
-	if len(g) != len(want) {
-		return false
-	}
-	for i := range g {
-		if g[i] != want[i] {
-			return false
-		}
-	}
-	return true
-}
+func sameIDs(got []mgmtapi.Credential, want ...string) bool { return slices.Equal(ids(got), want) }
 
 // TestSeatModeManagementPerCaller: in seat mode every caller of the
 // control socket manages their own namespace and no one else's: list,

@@ -15,11 +15,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	gobuild.RemoveAll()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gobuild.Main(m) }
 
 // fake returns a Prompter running the fake pinentry with env, and the
 // path of its request log.

@@ -3,7 +3,7 @@
 //
 // The executables go to one directory per process, mode 0755, so that a
 // test may run them as other users (syscall.Credential). A TestMain that
-// wants the directory gone calls RemoveAll after m.Run.
+// is gobuild.Main, or calls RemoveAll after m.Run, leaves nothing behind.
 //
 // Layer: tests only; it imports nothing of passkeyd.
 package gobuild
@@ -76,7 +76,15 @@ func goBuild(pkg string) (string, error) {
 	return out, nil
 }
 
-// RemoveAll removes every executable built; call it after m.Run.
+// Main is a TestMain that removes the executables after the tests.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveAll()
+	os.Exit(code)
+}
+
+// RemoveAll removes every executable built; a TestMain that does more
+// than Main calls it after m.Run.
 func RemoveAll() {
 	mu.Lock()
 	defer mu.Unlock()
