@@ -200,3 +200,31 @@ func TestNoPolkit(t *testing.T) {
 		t.Errorf("no polkit: %v, want ErrNoVerifier", err)
 	}
 }
+
+// TestStockPolkitdTemplate: the backend against python3-dbusmock's own
+// polkitd template (which answers allowed or not, and can hang, but knows
+// neither challenges, dismissals nor CancelCheckAuthorization: those are
+// testdata/polkitd.py's): allowed is verified, not allowed is
+// ErrNotVerified, no answer in time is ErrTimeout even though the
+// template cannot withdraw the call.
+func TestStockPolkitdTemplate(t *testing.T) {
+	b := dbustest.Start(t)
+	pd := b.StartMock("polkitd", busName)
+	dbustest.StartLogind(b).Control(dbustest.LogindPath, "AddSession", "c9", "seat0", uint32(1000), "alice", true)
+	pk := &Backend{Conn: b.Conn, Subject: LogindSubject(b.Conn, Seat0Session(b.Conn))}
+
+	pd.Control(authorityPath, "SetAllowed", []string{ActionID})
+	if err := pk.VerifyUser(context.Background(), signIn); err != nil {
+		t.Errorf("allowed: %v", err)
+	}
+	pd.Control(authorityPath, "SetAllowed", []string{"org.example.other"})
+	if err := pk.VerifyUser(context.Background(), signIn); !errors.Is(err, prompt.ErrNotVerified) {
+		t.Errorf("not allowed: %v, want ErrNotVerified", err)
+	}
+	pd.Control(authorityPath, "SimulateHang", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := pk.VerifyUser(ctx, signIn); !errors.Is(err, prompt.ErrTimeout) {
+		t.Errorf("no answer: %v, want ErrTimeout", err)
+	}
+}
