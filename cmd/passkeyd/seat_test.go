@@ -63,7 +63,8 @@ type seatDaemon struct {
 	udp    string // the transport's address
 }
 
-func startSeatDaemon(t *testing.T) *seatDaemon {
+// startSeatDaemon runs serve in seat mode with --prompt promptMode.
+func startSeatDaemon(t *testing.T, promptMode string) *seatDaemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the seat tests run passkeyctl as other users: they need root")
@@ -78,22 +79,14 @@ func startSeatDaemon(t *testing.T) *seatDaemon {
 	t.Cleanup(func() { newTracker = old })
 
 	// Every user must reach the socket, as under /run/passkeyd.
-	sockDir, err := os.MkdirTemp("", "passkeyd-seat-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	if err := os.Chmod(sockDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	d.sock = filepath.Join(sockDir, "control.sock")
+	d.sock = filepath.Join(sharedDir(t, "passkeyd-seat-"), "control.sock")
 	d.udp = freeUDPAddr(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, serveOptions{stateDir: t.TempDir(), tpmSpec: "sim", transport: "udp:" + d.udp,
-			users: "seat", prompt: "approve-all", control: d.sock, logLevel: "warn"})
+			users: "seat", prompt: promptMode, control: d.sock, logLevel: "warn"})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -122,6 +115,22 @@ func startSeatDaemon(t *testing.T) *seatDaemon {
 	}
 }
 
+// sharedDir is a directory every user may enter, removed after the test
+// (not under t.TempDir, whose parents are root's alone; and short, for
+// socket paths).
+func sharedDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func freeUDPAddr(t *testing.T) string {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -131,6 +140,23 @@ func freeUDPAddr(t *testing.T) string {
 	defer c.Close()
 	return c.LocalAddr().String()
 }
+
+// twoUsers is the daemon with two users' sessions on seat0, alice's (the
+// system account daemon) in the foreground and served, bob's (bin) in the
+// background.
+func twoUsers(t *testing.T, promptMode string) (d *seatDaemon, alice, bob account) {
+	t.Helper()
+	alice, bob = lookupAccount(t, "daemon"), lookupAccount(t, "bin")
+	d = startSeatDaemon(t, promptMode)
+	d.logind.AddSession("3", bob.uid, bob.name, "wayland")
+	d.logind.AddSession("2", alice.uid, alice.name, "wayland")
+	d.logind.Foreground("2", "3")
+	d.awaitServing(served(alice))
+	return d, alice, bob
+}
+
+// served is how info names a as the user served.
+func served(a account) string { return fmt.Sprintf("%s (uid %d)", a.name, a.uid) }
 
 // info is the info operation as root.
 func (d *seatDaemon) info() mgmtapi.Info {
@@ -215,15 +241,23 @@ func register(t *testing.T, c *ctaptest.Client, rp, name string) string {
 	return base64.RawURLEncoding.EncodeToString(ad[55 : 55+n])
 }
 
+// command is passkeyctl on the daemon's socket, to run as a (nil: root)
+// with env added to a minimal environment.
+func (d *seatDaemon) command(a *account, env []string, args ...string) *exec.Cmd {
+	d.t.Helper()
+	cmd := exec.Command(gobuild.Binary(d.t, "github.com/passkeyd/passkeyd/cmd/passkeyctl"), append([]string{"--control", d.sock}, args...)...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "LANG=C"}, env...)
+	if a != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: a.uid, Gid: a.gid}}
+	}
+	return cmd
+}
+
 // ctl runs passkeyctl as a (nil: root), with stdin, and returns its
 // output and exit status.
 func (d *seatDaemon) ctl(a *account, stdin string, args ...string) (stdout, stderr string, code int) {
 	d.t.Helper()
-	cmd := exec.Command(gobuild.Binary(d.t, "github.com/passkeyd/passkeyd/cmd/passkeyctl"), append([]string{"--control", d.sock}, args...)...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C"}
-	if a != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: a.uid, Gid: a.gid}}
-	}
+	cmd := d.command(a, nil, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -270,14 +304,8 @@ func sameIDs(got []mgmtapi.Credential, want ...string) bool { return slices.Equa
 // would go to another user's session); root with --user reaches the named
 // user's namespace.
 func TestSeatModeManagementPerCaller(t *testing.T) {
-	alice, bob := lookupAccount(t, "daemon"), lookupAccount(t, "bin")
-	d := startSeatDaemon(t)
-	d.logind.AddSession("3", bob.uid, bob.name, "wayland")
-	d.logind.AddSession("2", alice.uid, alice.name, "wayland")
-	d.logind.Foreground("2", "3")
-	aliceServed := fmt.Sprintf("%s (uid %d)", alice.name, alice.uid)
-	bobServed := fmt.Sprintf("%s (uid %d)", bob.name, bob.uid)
-	d.awaitServing(aliceServed)
+	d, alice, bob := twoUsers(t, "approve-all")
+	bobServed := served(bob)
 	aliceID := register(t, d.key(), "example.com", "alice@example.com")
 
 	d.logind.Foreground("3", "2")
@@ -388,5 +416,121 @@ func TestSeatModeManagementPerCaller(t *testing.T) {
 	}
 	if got := d.list(&bob); !sameIDs(got, bobID) {
 		t.Errorf("bob's list after root removed alice's namespace = %v, want %v", ids(got), bobID)
+	}
+}
+
+// agent is `passkeyctl agent` running as a user, with the fake pinentry
+// recording what it is shown.
+type agent struct {
+	cmd    *exec.Cmd
+	stderr *ctaptest.SyncBuffer
+	log    string // the fake pinentry's record
+	done   chan error
+}
+
+// startAgent starts passkeyctl agent as a; the test's cleanup stops it.
+func (d *seatDaemon) startAgent(a account, logDir string) *agent {
+	d.t.Helper()
+	f, err := os.CreateTemp(logDir, a.name+"-*.log")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	f.Close()
+	ag := &agent{stderr: &ctaptest.SyncBuffer{}, log: f.Name(), done: make(chan error, 1)}
+	// The pinentry runs as a and appends to its record.
+	err = os.Chown(ag.log, int(a.uid), int(a.gid))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	pinentry := gobuild.Binary(d.t, "github.com/passkeyd/passkeyd/internal/daemon/pinentry/testdata/fakepinentry")
+	ag.cmd = d.command(&a, []string{"FAKE_LOG=" + ag.log}, "agent", "--pinentry", pinentry)
+	ag.cmd.Stdout, ag.cmd.Stderr = ag.stderr, ag.stderr
+	if err := ag.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	go func() { ag.done <- ag.cmd.Wait() }()
+	d.t.Cleanup(func() {
+		_ = ag.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-ag.done:
+		case <-time.After(dbustest.Wait):
+			_ = ag.cmd.Process.Kill()
+			<-ag.done
+		}
+	})
+	return ag
+}
+
+// await waits until the agent has said what (its log lines count, from
+// the start).
+func (ag *agent) await(t *testing.T, what string, count int) {
+	t.Helper()
+	for deadline := time.Now().Add(dbustest.Wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Count(ag.stderr.String(), what) >= count {
+			return
+		}
+	}
+	t.Fatalf("the agent did not say %q %d times:\n%s", what, count, ag.stderr.String())
+}
+
+// prompts is how many confirmations the agent's pinentry was asked for.
+func (ag *agent) prompts(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(ag.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\nCONFIRM")
+}
+
+const agentConnected = "connected to passkeyd: showing its prompts"
+
+// TestSeatModeAgentPerUser: the daemon's wiring of the prompt agent in
+// seat mode: only the active user's agent is admitted (another user's is
+// told it is not active and keeps retrying), a second agent of the active
+// user is refused for good (exit 78) rather than replacing the first,
+// prompts go to the active user's agent only, and a switch hands them to
+// the new user's agent.
+func TestSeatModeAgentPerUser(t *testing.T) {
+	d, alice, bob := twoUsers(t, "agent")
+
+	logDir := sharedDir(t, "passkeyd-agents-")
+	agentA := d.startAgent(alice, logDir)
+	agentB := d.startAgent(bob, logDir)
+	agentA.await(t, agentConnected, 1)
+	agentB.await(t, "is not the user of the active session on seat0", 1)
+	if strings.Contains(agentB.stderr.String(), agentConnected) {
+		t.Fatalf("bob's agent was admitted while alice is active:\n%s", agentB.stderr.String())
+	}
+
+	// A second agent of the active user does not take the prompts over:
+	// it is refused for good (an admitted one would run on).
+	second := d.startAgent(alice, logDir)
+	select {
+	case err := <-second.done:
+		var ee *exec.ExitError
+		want := "passkeyctl: prompt agent refused: another agent of this user is connected\n"
+		if !errors.As(err, &ee) || ee.ExitCode() != 78 || second.stderr.String() != want {
+			t.Errorf("alice's second agent: %v %q, want exit 78 and %q", err, second.stderr.String(), want)
+		}
+		second.done <- err // for the cleanup
+	case <-time.After(dbustest.Wait):
+		t.Fatalf("alice's second agent still runs:\n%s", second.stderr.String())
+	}
+
+	// Presence for alice's registration is asked in her session only.
+	register(t, d.key(), "example.com", "alice@example.com")
+	if a, b := agentA.prompts(t), agentB.prompts(t); a != 1 || b != 0 {
+		t.Errorf("prompts: alice's agent %d, bob's %d; want 1 and 0", a, b)
+	}
+
+	// The switch: alice's agent is dropped, bob's admitted.
+	d.logind.Foreground("3", "2")
+	d.awaitServing(served(bob))
+	agentB.await(t, agentConnected, 1)
+	agentA.await(t, "not connected to passkeyd; retrying", 1)
+	register(t, d.key(), "example.com", "bob@example.com")
+	if a, b := agentA.prompts(t), agentB.prompts(t); a != 1 || b != 1 {
+		t.Errorf("prompts after the switch: alice's agent %d, bob's %d; want 1 and 1", a, b)
 	}
 }
