@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -229,16 +228,7 @@ func (d *seatDaemon) key() *ctaptest.Client {
 // its ID as passkeyctl shows it (base64url).
 func register(t *testing.T, c *ctaptest.Client, rp, name string) string {
 	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdMakeCredential, map[int]any{
-		1: bytes.Repeat([]byte{0xcd}, 32), 2: map[string]any{"id": rp}, 3: map[string]any{"id": []byte(name), "name": name},
-		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": true},
-	})
-	if st != ctaptest.StatusOK {
-		t.Fatalf("makeCredential %s at %s: %v", name, rp, st)
-	}
-	ad := ctaptest.Field[[]byte](t, m, 2)
-	n := int(binary.BigEndian.Uint16(ad[53:55]))
-	return base64.RawURLEncoding.EncodeToString(ad[55 : 55+n])
+	return base64.RawURLEncoding.EncodeToString(c.MakeES256(t, bytes.Repeat([]byte{0xcd}, 32), rp, name, true).ID)
 }
 
 // command is passkeyctl on the daemon's socket, to run as a (nil: root)

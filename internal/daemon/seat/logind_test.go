@@ -3,8 +3,6 @@ package seat
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/sha256"
 	"fmt"
 	"strings"
 	"testing"
@@ -47,31 +45,6 @@ func (h *harness) awaitNoUser(reason string) {
 	h.await("no user ("+reason+")", func(st session.State) bool { return !st.Active && strings.Contains(st.Reason, reason) })
 }
 
-// assertion is getAssertion at rp with an allowList (nil: discoverable
-// credentials), answering the status, the credential ID, and whether the
-// signature verifies with pub (CTAP 2.1 §6.2.2: over authData ||
-// clientDataHash).
-func assertion(t *testing.T, c *ctaptest.Client, rp string, allow [][]byte, pub *ecdsa.PublicKey) (ctaptest.Status, []byte, bool) {
-	t.Helper()
-	params := map[int]any{1: rp, 2: cdh}
-	if allow != nil {
-		var list []map[string]any
-		for _, id := range allow {
-			list = append(list, map[string]any{"type": "public-key", "id": id})
-		}
-		params[3] = list
-	}
-	st, m := c.Call(t, ctaptest.CmdGetAssertion, params)
-	if st != ctaptest.StatusOK {
-		return st, nil, false
-	}
-	cred := ctaptest.Field[map[string]any](t, m, 1)
-	id, _ := cred["id"].([]byte)
-	authData, sig := ctaptest.Field[[]byte](t, m, 2), ctaptest.Field[[]byte](t, m, 3)
-	digest := sha256.Sum256(append(append([]byte(nil), authData...), cdh...))
-	return st, id, pub != nil && ecdsa.VerifyASN1(pub, digest[:], sig)
-}
-
 // clientPINOption is getInfo's options.clientPin: whether the served
 // namespace has a PIN (§6.4).
 func clientPINOption(t *testing.T, c *ctaptest.Client) bool {
@@ -111,8 +84,8 @@ func TestSeatFollowsLogind(t *testing.T) {
 	h.awaitUser(1000)
 	h.expectOpen(1)
 	a := h.client()
-	rkID, rkPub := register(t, a, "example.com", "alice", true)
-	nrID, nrPub := register(t, a, "example.com", "alice", false)
+	rk := a.MakeES256(t, cdh, "example.com", "alice", true)
+	nr := a.MakeES256(t, cdh, "example.com", "alice", false)
 	if st := a.SetPIN(t, "alice-pin-1"); st != ctaptest.StatusOK {
 		t.Fatalf("alice's setPIN: %v", st)
 	}
@@ -133,11 +106,11 @@ func TestSeatFollowsLogind(t *testing.T) {
 		t.Error("reading from alice's device after the switch succeeded")
 	}
 	bc := h.client()
-	if st, _, _ := assertion(t, bc, "example.com", nil, nil); st != errNoCredentials {
+	if st := bc.GetAssertion(t, cdh, "example.com").Status; st != errNoCredentials {
 		t.Errorf("bob's getAssertion (discoverable) = %v, want NO_CREDENTIALS (0x2E)", st)
 	}
-	for name, id := range map[string][]byte{"discoverable": rkID, "non-discoverable": nrID} {
-		if st, _, _ := assertion(t, bc, "example.com", [][]byte{id}, nil); st != errNoCredentials {
+	for name, id := range map[string][]byte{"discoverable": rk.ID, "non-discoverable": nr.ID} {
+		if st := bc.GetAssertion(t, cdh, "example.com", id).Status; st != errNoCredentials {
 			t.Errorf("alice's %s credential ID in bob's allowList = %v, want NO_CREDENTIALS (0x2E)", name, st)
 		}
 	}
@@ -185,11 +158,14 @@ func TestSeatFollowsLogind(t *testing.T) {
 	if !clientPINOption(t, a) {
 		t.Error("alice's PIN is gone")
 	}
-	if st, id, ok := assertion(t, a, "example.com", nil, rkPub); st != ctaptest.StatusOK || !bytes.Equal(id, rkID) || !ok {
-		t.Errorf("alice's discoverable credential = %v %x (signature verifies: %v), want %x signing", st, id, ok, rkID)
-	}
-	if st, id, ok := assertion(t, a, "example.com", [][]byte{nrID}, nrPub); st != ctaptest.StatusOK || !bytes.Equal(id, nrID) || !ok {
-		t.Errorf("alice's non-discoverable credential = %v %x (signature verifies: %v), want %x signing", st, id, ok, nrID)
+	for name, tc := range map[string]struct {
+		cred  ctaptest.Registered
+		allow [][]byte
+	}{"discoverable": {rk, nil}, "non-discoverable": {nr, [][]byte{nr.ID}}} {
+		as := a.GetAssertion(t, cdh, "example.com", tc.allow...)
+		if ok := as.Verifies(tc.cred.PublicKey, cdh); as.Status != ctaptest.StatusOK || !bytes.Equal(as.ID, tc.cred.ID) || !ok {
+			t.Errorf("alice's %s credential = %v %x (signature verifies: %v), want %x signing", name, as.Status, as.ID, ok, tc.cred.ID)
+		}
 	}
 
 	// logind leaves the bus: nobody is known to be at the seat.

@@ -3,9 +3,6 @@ package seat
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"encoding/binary"
 	"fmt"
 	"runtime"
 	"strings"
@@ -13,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/daemon/session"
@@ -185,45 +181,14 @@ var cdh = bytes.Repeat([]byte{0xcd}, 32)
 
 func makeCredential(t *testing.T, c *ctaptest.Client, rp, user string) []byte {
 	t.Helper()
-	id, _ := register(t, c, rp, user, true)
-	return id
-}
-
-// register makes a credential (discoverable or not) and returns its ID
-// and public key, from the attested credential data (§6.1, WebAuthn
-// §6.5.1).
-func register(t *testing.T, c *ctaptest.Client, rp, user string, rk bool) ([]byte, *ecdsa.PublicKey) {
-	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdMakeCredential, map[int]any{
-		1: cdh, 2: map[string]any{"id": rp}, 3: map[string]any{"id": []byte(user), "name": user},
-		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": rk},
-	})
-	if st != ctaptest.StatusOK {
-		t.Fatalf("makeCredential %s at %s: %v", user, rp, st)
-	}
-	ad := ctaptest.Field[[]byte](t, m, 2)
-	n := int(binary.BigEndian.Uint16(ad[53:55]))
-	var key ctaptest.COSEKey // kty 2 (EC2), crv 1 (P-256): the same fields
-	if err := cbor.NewDecoder(bytes.NewReader(ad[55+n:])).Decode(&key); err != nil || key.Kty != 2 || key.Alg != -7 || key.Crv != 1 {
-		t.Fatalf("credential public key %+v: %v", key, err)
-	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, key.X...), key.Y...))
-	if err != nil {
-		t.Fatalf("credential public key: %v", err)
-	}
-	return ad[55 : 55+n], pub
+	return c.MakeES256(t, cdh, rp, user, true).ID
 }
 
 // getAssertion asks for a discoverable credential at rp.
 func getAssertion(t *testing.T, c *ctaptest.Client, rp string) (ctaptest.Status, []byte) {
 	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdGetAssertion, map[int]any{1: rp, 2: cdh})
-	if st != ctaptest.StatusOK {
-		return st, nil
-	}
-	cred := ctaptest.Field[map[string]any](t, m, 1)
-	id, _ := cred["id"].([]byte)
-	return st, id
+	a := c.GetAssertion(t, cdh, rp)
+	return a.Status, a.ID
 }
 
 const errNoCredentials = ctaptest.Status(0x2E)

@@ -163,36 +163,14 @@ var cdh = bytes.Repeat([]byte{0xcd}, 32)
 // makeCredential registers user at rp and returns the credential ID.
 func makeCredential(t *testing.T, c *ctaptest.Client, rp, user string, rk bool) []byte {
 	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdMakeCredential, map[int]any{
-		1: cdh, 2: map[string]any{"id": rp}, 3: map[string]any{"id": []byte(user), "name": user},
-		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": rk},
-	})
-	if st != ctaptest.StatusOK {
-		t.Fatalf("makeCredential %s at %s: %v", user, rp, st)
-	}
-	ad := ctaptest.Field[[]byte](t, m, 2)
-	n := int(binary.BigEndian.Uint16(ad[53:55]))
-	return ad[55 : 55+n]
+	return c.MakeES256(t, cdh, rp, user, rk).ID
 }
 
 // getAssertion returns the status and, on success, the asserted ID.
 func getAssertion(t *testing.T, c *ctaptest.Client, rp string, allow ...[]byte) (ctaptest.Status, []byte) {
 	t.Helper()
-	req := map[int]any{1: rp, 2: cdh}
-	if len(allow) > 0 {
-		var l []map[string]any
-		for _, id := range allow {
-			l = append(l, map[string]any{"id": id, "type": "public-key"})
-		}
-		req[3] = l
-	}
-	st, m := c.Call(t, ctaptest.CmdGetAssertion, req)
-	if st != ctaptest.StatusOK {
-		return st, nil
-	}
-	cred := ctaptest.Field[map[string]any](t, m, 1)
-	id, _ := cred["id"].([]byte)
-	return st, id
+	a := c.GetAssertion(t, cdh, rp, allow...)
+	return a.Status, a.ID
 }
 
 const errNoCredentials = ctaptest.Status(0x2E)
