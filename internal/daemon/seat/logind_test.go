@@ -63,8 +63,8 @@ func clientPINOption(t *testing.T, c *ctaptest.Client) bool {
 
 // TestSeatFollowsLogind: alice registers, the seat switches to bob (the
 // old device is gone, a new one serves bob's namespace: none of alice's
-// credentials, his own PIN and retries), nobody and a locked screen have
-// no device, alice's credentials sign again when she is back, and logind
+// credentials, his own PIN and retries), nobody, a locked screen and the
+// greeter have no device, alice's credentials sign again when she is back, and logind
 // leaving the bus unplugs the key.
 func TestSeatFollowsLogind(t *testing.T) {
 	b := dbustest.Start(t)
@@ -147,7 +147,15 @@ func TestSeatFollowsLogind(t *testing.T) {
 	if h.users.Active() != nil {
 		t.Error("a namespace stays active on a locked screen")
 	}
+	// The login screen's greeter in the foreground (a user switch
+	// through the display manager).
+	l.Control(dbustest.LogindPath, "AddSession", "c1", "seat0", uint32(120), "gdm", false)
+	l.Update(dbustest.SessionPath("c1"), dbustest.SessionIface, map[string]any{"Class": "greeter", "Type": "wayland"})
+	l.Foreground("c1", "2")
+	h.awaitNoUser("greeter")
+	h.expectOpen(0)
 	l.Call(dbustest.SessionPath("2"), dbustest.SessionIface+".SetLockedHint", false)
+	l.Foreground("2", "c1")
 	h.awaitUser(1000)
 	h.expectOpen(1)
 
