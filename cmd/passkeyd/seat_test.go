@@ -341,6 +341,10 @@ func TestSeatModeManagementPerCaller(t *testing.T) {
 	if _, errs, code := d.ctl(&alice, "", "list", "--user", bob.name); code != 4 || !strings.Contains(errs, "only root may name a user") {
 		t.Errorf("alice listing bob's: exit %d %q, want 4 and only root may name a user", code, errs)
 	}
+	const want = "passkeyctl: refused: only root may name a user (--user)\n"
+	if _, errs, code := d.ctl(&alice, "", "reset", "--user", bob.name, "--yes"); code != 4 || errs != want {
+		t.Errorf("alice removing bob's namespace: exit %d %q, want 4 and %q", code, errs, want)
+	}
 
 	// Changes are the active user's only (bob's now): alice is refused
 	// before anything is asked or changed.
