@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
 const (
@@ -43,20 +45,13 @@ const (
 )
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
-
 	prereqOnce sync.Once
 	prereqMsg  string
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	gobuild.RemoveAll()
 	os.Exit(code)
 }
 
@@ -142,24 +137,7 @@ func daemonBinary(t *testing.T) string {
 	if bin := os.Getenv("PASSKEYD_BIN"); bin != "" {
 		return bin
 	}
-	root := repoRoot(t)
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "passkeyd-interop-bin-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "passkeyd")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/passkeyd")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/passkeyd: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildBin
+	return gobuild.Binary(t, "github.com/passkeyd/passkeyd/cmd/passkeyd")
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
+	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
 // ctl runs the passkeyctl binary; it returns stdout+stderr and the exit code.
@@ -36,15 +37,9 @@ func ctl(t *testing.T, bin, socket, stdin string, args ...string) (string, int) 
 	return out.String(), 0
 }
 
+// buildCtl is passkeyctl, built once.
 func buildCtl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "passkeyctl")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/passkeyctl")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build passkeyctl: %v\n%s", err, out)
-	}
-	return bin
+	return gobuild.Binary(t, "github.com/passkeyd/passkeyd/cmd/passkeyctl")
 }
 
 // TestPasskeyctl drives the CLI against a running daemon: table and JSON

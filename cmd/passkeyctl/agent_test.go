@@ -23,11 +23,8 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/pinentry"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
-
-// binDir holds the binaries the tests build once: the fake pinentry, and
-// passkeyctl itself for the tmux test.
-var binDir string
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv("PASSKEYCTL_TEST_DAEMON"); path != "" {
@@ -38,45 +35,14 @@ func TestMain(m *testing.M) {
 		serveRecorder(path)
 		return
 	}
-	d, err := os.MkdirTemp("", "passkeyctl-test")
-	if err != nil {
-		panic(err)
-	}
-	binDir = d
 	minBackoff, maxBackoff = 50*time.Millisecond, 200*time.Millisecond
 	code := m.Run()
-	os.RemoveAll(d)
+	gobuild.RemoveAll()
 	os.Exit(code)
 }
 
-var buildOnce sync.Map // package path -> *buildResult
-
-type buildResult struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// build compiles pkg (relative to this directory) into binDir once.
-func build(t *testing.T, pkg string) string {
-	t.Helper()
-	v, _ := buildOnce.LoadOrStore(pkg, &buildResult{})
-	b := v.(*buildResult)
-	b.once.Do(func() {
-		b.path = filepath.Join(binDir, filepath.Base(pkg))
-		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
-		if err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
-}
-
 func fakePinentry(t *testing.T) string {
-	return build(t, "../../internal/daemon/pinentry/testdata/fakepinentry")
+	return gobuild.Binary(t, "../../internal/daemon/pinentry/testdata/fakepinentry")
 }
 
 // daemon is the daemon's side as serve wires it: a control server with

@@ -13,6 +13,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
 // requireTools finds the programs the test needs, installing them with
@@ -105,7 +106,7 @@ func TestAgentRealPinentryCursesInTmux(t *testing.T) {
 		t.Skip("-short")
 	}
 	tools := requireTools(t, map[string]string{"tmux": "tmux", "pinentry-curses": "pinentry-curses"})
-	bin := build(t, "github.com/passkeyd/passkeyd/cmd/passkeyctl")
+	bin := gobuild.Binary(t, "github.com/passkeyd/passkeyd/cmd/passkeyctl")
 	path := socketPath(t)
 	d := startDaemon(t, path, control.OwnerOrRoot(control.NoOwner))
 

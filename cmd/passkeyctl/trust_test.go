@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
+	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
 // serveRecorder is the child process of TestCommandsRefuseUntrustedServer:
@@ -57,7 +58,7 @@ func serveRecorder(path string) {
 // byte on any of them: no request, no PIN.
 func TestCommandsRefuseUntrustedServer(t *testing.T) {
 	path, recorded := startForeign(t, "PASSKEYCTL_TEST_RECORDER")
-	bin := build(t, "github.com/passkeyd/passkeyd/cmd/passkeyctl")
+	bin := gobuild.Binary(t, "github.com/passkeyd/passkeyd/cmd/passkeyctl")
 	const pin = "271828"
 	for _, tc := range []struct {
 		args  []string

@@ -268,8 +268,10 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	agent, hasAgent := sessionAgent(prompter)
 	// privileged: who may use the agent and the management operations
-	// that prompt. In owner mode root and the owner; in seat mode the
-	// active user (and root for management, never as an agent).
+	// that prompt, and keeps reserved control connections. In owner mode
+	// root and the owner; in seat mode the active user and root (the
+	// management service then decides per caller itself, with a reason,
+	// and root is never an agent).
 	privileged := control.OwnerOrRoot(owner)
 	agentAllowed := privileged
 	if tracker != nil {

@@ -69,10 +69,16 @@ func (p *Pipe) WriteReport(r []byte) error {
 // Close ends the pipe: the device's ReadReport returns io.EOF.
 func (p *Pipe) Close() { p.closeOnce.Do(func() { close(p.closed) }) }
 
-// Send is the host writing one report (padded to 64 bytes).
+// Send is the host writing one report (padded to 64 bytes). Once the
+// pipe is closed it fails, as a write to a destroyed hidraw node does.
 func (p *Pipe) Send(report []byte) error {
 	r := make([]byte, HIDReportSize)
 	copy(r, report)
+	select {
+	case <-p.closed: // first: the buffer could still take the report
+		return io.ErrClosedPipe
+	default:
+	}
 	select {
 	case p.toDevice <- r:
 		return nil
@@ -82,8 +88,14 @@ func (p *Pipe) Send(report []byte) error {
 }
 
 // Recv is the host reading the device's next report, waiting at most
-// HIDTimeout.
+// HIDTimeout. Once the pipe is closed it fails, even with reports left
+// unread, as a read from a destroyed hidraw node does.
 func (p *Pipe) Recv() ([]byte, error) {
+	select {
+	case <-p.closed:
+		return nil, io.ErrClosedPipe
+	default:
+	}
 	select {
 	case r := <-p.fromDevice:
 		return r, nil

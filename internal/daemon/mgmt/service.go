@@ -171,7 +171,9 @@ func listCredentials(auth *ctap2.Authenticator) ([]mgmtapi.Credential, error) {
 // Register adds passkeyctl's operations to the control socket. Listing is
 // for the peers allowed admits (root and the owner); so are changes, and
 // for those the authenticator additionally demands presence at the prompt
-// and the PIN when one is set.
+// and the PIN when one is set. In seat mode (Seat set) every user reaches
+// their own namespace, and changes are the active user's and root's
+// (changeTarget decides, with a reason).
 func (s Service) Register(srv *control.Server, allowed func(control.Peer) bool) {
 	auth := s.Auth
 	public := allowed // info and the CA: in seat mode every user's own
@@ -252,6 +254,13 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 	if s.PerUser {
 		own = control.Anyone
 	}
+	// Changes: in seat mode changeTarget admits root and the active user
+	// and tells everyone else why not (a user at another session may be
+	// active later), rather than a bare "not allowed".
+	change := allowed
+	if s.Seat != nil {
+		change = control.Anyone
+	}
 	srv.Handle(mgmtapi.OpList, own, func(_ context.Context, p control.Peer, raw json.RawMessage) (any, error) {
 		args, err := userArgs(mgmtapi.OpList, raw)
 		if err != nil {
@@ -317,7 +326,7 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return map[string]bool{"removed": true}, nil
 	})
-	srv.Handle(mgmtapi.OpDelete, allowed, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpDelete, change, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
 		auth, err := s.changeTarget(p)
 		if err != nil {
 			return nil, err
@@ -336,7 +345,7 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return map[string]int{"deleted": len(ids)}, auth.DeleteCredentials(ctx, ids, args.PIN)
 	})
-	srv.Handle(mgmtapi.OpSetPIN, allowed, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpSetPIN, change, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
 		auth, err := s.changeTarget(p)
 		if err != nil {
 			return nil, err
@@ -347,7 +356,7 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 		}
 		return nil, auth.SetPIN(ctx, args.Old, args.New)
 	})
-	srv.Handle(mgmtapi.OpReset, allowed, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+	srv.Handle(mgmtapi.OpReset, change, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
 		auth, err := s.changeTarget(p)
 		if err != nil {
 			return nil, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,26 +12,10 @@ import (
 	"time"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/testkit/gobuild"
 )
 
-// fakeBin is the fake pinentry, built once per test binary.
-var fakeBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fakepinentry")
-	if err != nil {
-		panic(err)
-	}
-	fakeBin = filepath.Join(dir, "fakepinentry")
-	out, err := exec.Command("go", "build", "-o", fakeBin, "./testdata/fakepinentry").CombinedOutput()
-	if err != nil {
-		os.RemoveAll(dir)
-		panic("build fakepinentry: " + err.Error() + "\n" + string(out))
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gobuild.Main(m) }
 
 // fake returns a Prompter running the fake pinentry with env, and the
 // path of its request log.
@@ -40,7 +23,7 @@ func fake(t *testing.T, env ...string) (*Prompter, string) {
 	t.Helper()
 	log := filepath.Join(t.TempDir(), "requests")
 	return &Prompter{
-		Path:    fakeBin,
+		Path:    gobuild.Binary(t, "./testdata/fakepinentry"),
 		Env:     append([]string{"FAKE_LOG=" + log, "PATH=/usr/bin:/bin", "TERM=xterm-256color", "LANG=C.UTF-8", "DISPLAY=:7"}, env...),
 		TTYName: "/dev/pts/99",
 	}, log

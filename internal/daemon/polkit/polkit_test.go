@@ -1,118 +1,47 @@
 package polkit
 
-// Tests against python3-dbusmock on a private dbus-daemon: polkitd from
-// testdata/polkitd.py (answers what the test sets, records every call,
-// implements CancelCheckAuthorization) and dbusmock's logind template.
-// Without dbus-daemon or dbusmock the tests skip, loudly; under CI=true
-// they fail.
+// Tests against python3-dbusmock on a private dbus-daemon (package
+// dbustest): polkitd from testdata/polkitd.py (answers what the test sets,
+// records every call, implements CancelCheckAuthorization, which
+// dbusmock's own polkitd template does not) and dbusmock's logind
+// template. Without dbus-daemon or dbusmock the tests skip, loudly; under
+// CI=true they fail.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
-// python is Debian's interpreter, where python3-dbusmock is installed
-// (another python3 on PATH may not have it).
-const python = "/usr/bin/python3"
-
-// mockBus is a private bus with the mocks on it.
+// mockBus is a private bus with the polkitd and logind mocks on it.
 type mockBus struct {
-	addr string
-	conn *dbus.Conn
-}
-
-func need(t testing.TB, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	msg := "polkit tests need " + what + " (apt-get install dbus-daemon python3-dbusmock; test/deps.sh): " + err.Error()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip("SKIPPED: " + msg)
+	*dbustest.Bus
+	polkitd *dbustest.Mock
+	logind  *dbustest.Logind
 }
 
 // startBus starts dbus-daemon and the polkitd and logind mocks on it.
 func startBus(t *testing.T) *mockBus {
 	t.Helper()
-	_, err := exec.LookPath("dbus-daemon")
-	need(t, "dbus-daemon", err)
-	need(t, "python3-dbusmock", exec.Command(python, "-c", "import dbusmock").Run())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	daemon := exec.CommandContext(ctx, "dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1")
-	out, err := daemon.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); daemon.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("dbus-daemon address: %v", err)
-	}
-	addr := strings.TrimSpace(line)
-
+	b := dbustest.Start(t)
 	template, err := filepath.Abs("testdata/polkitd.py")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tmpl := range []string{template, "logind"} {
-		m := exec.CommandContext(ctx, python, "-m", "dbusmock", "--system", "--template", tmpl)
-		m.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+addr)
-		m.Stderr = os.Stderr
-		if err := m.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Process.Kill(); m.Wait() })
-	}
-	conn, err := dbus.Connect(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	for _, name := range []string{busName, "org.freedesktop.login1"} {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			var has bool
-			if err := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, name).Store(&has); err != nil {
-				t.Fatal(err)
-			}
-			if has {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not appear on the bus", name)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return &mockBus{addr: addr, conn: conn}
+	return &mockBus{Bus: b, polkitd: b.StartMock(template, busName), logind: dbustest.StartLogind(b)}
 }
 
-func (b *mockBus) mock(t testing.TB, service, path, method string, args ...any) *dbus.Call {
-	t.Helper()
-	c := b.conn.Object(service, dbus.ObjectPath(path)).Call("org.freedesktop.DBus.Mock."+method, 0, args...)
-	if c.Err != nil {
-		t.Fatalf("%s.%s: %v", service, method, c.Err)
-	}
-	return c
+// mock calls one of the polkitd mock's control methods.
+func (b *mockBus) mock(method string, args ...any) *dbus.Call {
+	return b.polkitd.Control(authorityPath, method, args...)
 }
 
 func (b *mockBus) setResult(t testing.TB, authorized, challenge bool, details map[string]string) {
@@ -120,7 +49,7 @@ func (b *mockBus) setResult(t testing.TB, authorized, challenge bool, details ma
 	if details == nil {
 		details = map[string]string{}
 	}
-	b.mock(t, busName, authorityPath, "SetResult", authorized, challenge, details)
+	b.mock("SetResult", authorized, challenge, details)
 }
 
 // recorded is one call the polkitd mock saw.
@@ -137,26 +66,26 @@ type recorded struct {
 func (b *mockBus) calls(t testing.TB) []recorded {
 	t.Helper()
 	var s string
-	if err := b.mock(t, busName, authorityPath, "Calls").Store(&s); err != nil {
+	if err := b.mock("Calls").Store(&s); err != nil {
 		t.Fatal(err)
 	}
 	var r []recorded
 	if err := json.Unmarshal([]byte(s), &r); err != nil {
 		t.Fatal(err)
 	}
-	b.mock(t, busName, authorityPath, "Reset")
+	b.mock("Reset")
 	return r
 }
 
 // addSession makes logind's seat0 have session id (uid 1000) active.
 func (b *mockBus) addSession(t testing.TB, id string) {
 	t.Helper()
-	b.mock(t, "org.freedesktop.login1", "/org/freedesktop/login1", "AddSession", id, "seat0", uint32(1000), "alice", true)
+	b.logind.Control(dbustest.LogindPath, "AddSession", id, "seat0", uint32(1000), "alice", true)
 }
 
 // backend is a Backend on the mock bus for the active session on seat0.
 func (b *mockBus) backend() *Backend {
-	return &Backend{Conn: b.conn, Subject: LogindSubject(b.conn, Seat0Session(b.conn))}
+	return &Backend{Conn: b.Conn, Subject: LogindSubject(b.Conn, Seat0Session(b.Conn))}
 }
 
 var signIn = prompt.Request{Operation: prompt.OpSignIn, RPID: "example.com", UserName: "alice@example.com"}
@@ -234,7 +163,7 @@ func TestCancelAndTimeout(t *testing.T) {
 	b := startBus(t)
 	b.addSession(t, "c1")
 	pk := b.backend()
-	b.mock(t, busName, authorityPath, "SetHang", true)
+	b.mock("SetHang", true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -269,5 +198,33 @@ func TestNoPolkit(t *testing.T) {
 	err := pk.VerifyUser(context.Background(), signIn)
 	if !errors.Is(err, prompt.ErrNoVerifier) {
 		t.Errorf("no polkit: %v, want ErrNoVerifier", err)
+	}
+}
+
+// TestStockPolkitdTemplate: the backend against python3-dbusmock's own
+// polkitd template (which answers allowed or not, and can hang, but knows
+// neither challenges, dismissals nor CancelCheckAuthorization: those are
+// testdata/polkitd.py's): allowed is verified, not allowed is
+// ErrNotVerified, no answer in time is ErrTimeout even though the
+// template cannot withdraw the call.
+func TestStockPolkitdTemplate(t *testing.T) {
+	b := dbustest.Start(t)
+	pd := b.StartMock("polkitd", busName)
+	dbustest.StartLogind(b).Control(dbustest.LogindPath, "AddSession", "c9", "seat0", uint32(1000), "alice", true)
+	pk := &Backend{Conn: b.Conn, Subject: LogindSubject(b.Conn, Seat0Session(b.Conn))}
+
+	pd.Control(authorityPath, "SetAllowed", []string{ActionID})
+	if err := pk.VerifyUser(context.Background(), signIn); err != nil {
+		t.Errorf("allowed: %v", err)
+	}
+	pd.Control(authorityPath, "SetAllowed", []string{"org.example.other"})
+	if err := pk.VerifyUser(context.Background(), signIn); !errors.Is(err, prompt.ErrNotVerified) {
+		t.Errorf("not allowed: %v, want ErrNotVerified", err)
+	}
+	pd.Control(authorityPath, "SimulateHang", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := pk.VerifyUser(ctx, signIn); !errors.Is(err, prompt.ErrTimeout) {
+		t.Errorf("no answer: %v, want ErrTimeout", err)
 	}
 }

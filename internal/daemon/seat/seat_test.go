@@ -3,9 +3,7 @@ package seat
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,25 +15,12 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/session"
 	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
-	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
-// sharedTPM is the in-process reference simulator: go test -tags tpmsim.
-var sharedTPM *tpm.TPM
-
-func TestMain(m *testing.M) {
-	t, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open TPM simulator (go test -tags tpmsim):", err)
-		os.Exit(1)
-	}
-	sharedTPM = t
-	code := m.Run()
-	t.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 // fakeDevice is a pipe whose opening and closing the opener records.
 type fakeDevice struct {
@@ -106,7 +91,15 @@ var (
 // simMu serialises the tests' use of the one simulator.
 var simMu sync.Mutex
 
+// newHarness runs the loop on States the test sends (harness.send).
 func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return runHarness(t, nil)
+}
+
+// runHarness runs the loop on the namespaces of a fresh state dir and the
+// fake opener, following states (nil: the harness's own channel).
+func runHarness(t *testing.T, states <-chan session.State) *harness {
 	t.Helper()
 	simMu.Lock()
 	t.Cleanup(simMu.Unlock)
@@ -115,17 +108,20 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: sharedTPM, Prompt: prompt.ApproveAll{}}})
+	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
 	if err != nil {
 		dev.Close()
 		t.Fatal(err)
 	}
 	h := &harness{t: t, users: u, opener: &fakeOpener{}, states: make(chan session.State),
 		switched: make(chan session.State, 1024), done: make(chan error, 1)}
+	if states == nil {
+		states = h.states
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() {
-		h.done <- Run(ctx, Config{States: h.states, Users: u, Open: h.opener.Open, HID: hidConfig,
+		h.done <- Run(ctx, Config{States: states, Users: u, Open: h.opener.Open, HID: hidConfig,
 			Switched: func(st session.State) { h.switched <- st }})
 	}()
 	t.Cleanup(func() {
@@ -185,28 +181,14 @@ var cdh = bytes.Repeat([]byte{0xcd}, 32)
 
 func makeCredential(t *testing.T, c *ctaptest.Client, rp, user string) []byte {
 	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdMakeCredential, map[int]any{
-		1: cdh, 2: map[string]any{"id": rp}, 3: map[string]any{"id": []byte(user), "name": user},
-		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": true},
-	})
-	if st != ctaptest.StatusOK {
-		t.Fatalf("makeCredential %s at %s: %v", user, rp, st)
-	}
-	ad := ctaptest.Field[[]byte](t, m, 2)
-	n := int(binary.BigEndian.Uint16(ad[53:55]))
-	return ad[55 : 55+n]
+	return c.MakeES256(t, cdh, rp, user, true).ID
 }
 
 // getAssertion asks for a discoverable credential at rp.
 func getAssertion(t *testing.T, c *ctaptest.Client, rp string) (ctaptest.Status, []byte) {
 	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdGetAssertion, map[int]any{1: rp, 2: cdh})
-	if st != ctaptest.StatusOK {
-		return st, nil
-	}
-	cred := ctaptest.Field[map[string]any](t, m, 1)
-	id, _ := cred["id"].([]byte)
-	return st, id
+	a := c.GetAssertion(t, cdh, rp)
+	return a.Status, a.ID
 }
 
 const errNoCredentials = ctaptest.Status(0x2E)
@@ -355,7 +337,7 @@ func TestOpenFailureFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: sharedTPM, Prompt: prompt.ApproveAll{}}})
+	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,249 +1,34 @@
 package session
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
 // The logind tests run the tracker against a real dbus-daemon on a private
-// bus, with python3-dbusmock's logind template as logind. The booted-Debian
-// VM test runs the same code against the real logind.
+// bus, with python3-dbusmock's logind template as logind (package
+// dbustest). The booted-Debian VM test runs the same code against the real
+// logind.
 
-const waitLong = 20 * time.Second // the machines running the tests are loaded
+const waitLong = dbustest.Wait
 
-// python is Debian's python3, which has python3-dbusmock (a python3 on
-// PATH may be another one, such as pyenv's).
-var python = "/usr/bin/python3"
-
-var (
-	toolsOnce    sync.Once
-	toolsMissing []string
-	daemonExe    string
-)
-
-// requireBusTools finds dbus-daemon and dbusmock: without them the test is
-// skipped loudly, or fails in CI (CI=true).
-func requireBusTools(t *testing.T) string {
-	t.Helper()
-	toolsOnce.Do(func() {
-		var err error
-		if daemonExe, err = exec.LookPath("dbus-daemon"); err != nil {
-			toolsMissing = append(toolsMissing, "dbus-daemon")
-		}
-		if _, err := os.Stat(python); err != nil {
-			python = "python3"
-		}
-		if exec.Command(python, "-c", "import dbusmock").Run() != nil {
-			toolsMissing = append(toolsMissing, "python3-dbusmock")
-		}
-	})
-	if missing := toolsMissing; len(missing) > 0 {
-		msg := fmt.Sprintf("%s missing (test/deps.sh, or apt-get install %s)",
-			strings.Join(missing, ", "), strings.Join(missing, " "))
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the logind tests need " + msg)
-		}
-		msg = "SKIPPING the logind tests: " + msg
-		fmt.Fprintln(os.Stderr, "session: "+msg)
-		t.Skip(msg)
-	}
-	return daemonExe
-}
-
-// testBus is a private dbus-daemon with a control connection, and the
-// dbusmock logind on it when started.
-type testBus struct {
-	t      *testing.T
-	exe    string
-	dir    string
-	addr   string
-	daemon *exec.Cmd
-	ctl    *dbus.Conn
-	mock   *exec.Cmd
-}
-
-func newBus(t *testing.T) *testBus {
-	t.Helper()
-	exe := requireBusTools(t)
-	// Unix socket paths are short: not under t.TempDir's long name.
-	dir, err := os.MkdirTemp("", "session-bus-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &testBus{t: t, exe: exe, dir: dir, addr: "unix:path=" + filepath.Join(dir, "bus")}
-	t.Cleanup(func() {
-		b.stopLogind()
-		b.stopBus()
-		os.RemoveAll(dir)
-	})
-	b.startBus()
-	return b
-}
-
-func (b *testBus) startBus() {
-	t := b.t
-	t.Helper()
-	os.Remove(filepath.Join(b.dir, "bus"))
-	cmd := exec.Command(b.exe, "--session", "--nofork", "--nopidfile", "--address="+b.addr, "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.OpenFile(filepath.Join(b.dir, "dbus-daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stderr = logf // "Failed to set fd limit" and the like
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	b.daemon = cmd
-	ready := make(chan error, 1)
-	go func() {
-		r := bufio.NewReader(out)
-		_, err := r.ReadString('\n')
-		ready <- err
-		_, _ = io.Copy(io.Discard, r) // keep the pipe drained
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("dbus-daemon: %v", err)
-		}
-	case <-time.After(waitLong):
-		t.Fatal("dbus-daemon did not start")
-	}
-	b.ctl, err = dbus.Connect(b.addr)
-	if err != nil {
-		t.Fatalf("connecting to the test bus: %v", err)
-	}
-}
-
-func (b *testBus) stopBus() {
-	if b.ctl != nil {
-		b.ctl.Close()
-		b.ctl = nil
-	}
-	if b.daemon != nil {
-		_ = b.daemon.Process.Signal(syscall.SIGTERM)
-		_ = b.daemon.Wait()
-		b.daemon = nil
-	}
-}
-
-// startLogind starts dbusmock's logind template and waits for its name.
-func (b *testBus) startLogind() {
-	t := b.t
-	t.Helper()
-	logf, err := os.OpenFile(filepath.Join(b.dir, "dbusmock.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(python, "-m", "dbusmock", "--template", "logind")
-	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+b.addr)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	b.mock = cmd
-	deadline := time.Now().Add(waitLong)
-	for {
-		var has bool
-		if err := b.ctl.BusObject().Call(busName+".NameHasOwner", 0, logindName).Store(&has); err != nil {
-			t.Fatal(err)
-		}
-		if has {
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(b.dir, "dbusmock.log"))
-			t.Fatalf("dbusmock's logind did not appear on the bus:\n%s", log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (b *testBus) stopLogind() {
-	if b.mock != nil {
-		_ = b.mock.Process.Signal(syscall.SIGTERM)
-		_ = b.mock.Wait()
-		b.mock = nil
-	}
-}
-
-func sessionPath(id string) dbus.ObjectPath { return sessionRoot + dbus.ObjectPath("/"+id) }
-
-func (b *testBus) call(path dbus.ObjectPath, method string, args ...any) {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
-	defer cancel()
-	if err := b.ctl.Object(logindName, path).CallWithContext(ctx, method, 0, args...).Err; err != nil {
-		b.t.Fatalf("%s on %s: %v", method, path, err)
-	}
-}
-
-// addSession adds a local session on seat0 with the given type (dbusmock's
-// default, "test", is not a seat session) and makes it the foreground one.
-func (b *testBus) addSession(id string, uid uint32, name, typ string) {
-	b.t.Helper()
-	b.call("/org/freedesktop/login1", "org.freedesktop.DBus.Mock.AddSession", id, seatID, uid, name, true)
-	b.update(sessionPath(id), sessionIface, map[string]any{"Type": typ})
-}
-
-// update changes properties on a mock object and emits PropertiesChanged.
-func (b *testBus) update(path dbus.ObjectPath, iface string, props map[string]any) {
-	b.t.Helper()
-	m := make(map[string]dbus.Variant, len(props))
-	for k, v := range props {
-		m[k] = dbus.MakeVariant(v)
-	}
-	b.call(path, "org.freedesktop.DBus.Mock.UpdateProperties", iface, m)
-}
-
-// set is Properties.Set: the mock stores any type and emits PropertiesChanged.
-func (b *testBus) set(path dbus.ObjectPath, iface, prop string, v any) {
-	b.t.Helper()
-	b.call(path, propsIface+".Set", iface, prop, dbus.MakeVariant(v))
-}
-
+// soRef is logind's (so) pair: a session or seat id and its object.
 type soRef struct {
 	ID   string
 	Path dbus.ObjectPath
 }
 
+// uoRef is logind's (uo) pair: a uid and its user object.
 type uoRef struct {
 	UID  uint32
 	Path dbus.ObjectPath
-}
-
-// foreground makes session id seat0's active one, as logind does on a VT
-// switch: the sessions' Active and State first, then the seat.
-func (b *testBus) foreground(id string, others ...string) {
-	b.t.Helper()
-	for _, o := range others {
-		b.update(sessionPath(o), sessionIface, map[string]any{"Active": false, "State": "online"})
-	}
-	ref := soRef{"", "/"}
-	if id != "" {
-		b.update(sessionPath(id), sessionIface, map[string]any{"Active": true, "State": "active"})
-		ref = soRef{id, sessionPath(id)}
-	}
-	// Set, not UpdateProperties: dbusmock cannot wrap a struct in the latter.
-	b.set(seatPath, seatIface, "ActiveSession", ref)
 }
 
 // watcher consumes a tracker's States, checking that no State repeats.
@@ -257,18 +42,18 @@ type watcher struct {
 	last   *State
 }
 
-func (b *testBus) track() *watcher {
-	b.t.Helper()
-	w := &watcher{t: b.t}
+func track(t *testing.T, b *dbustest.Bus) *watcher {
+	t.Helper()
+	w := &watcher{t: t}
 	// ctx ends as soon as New returns: the tracker must outlive it.
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
-	tr, err := New(ctx, Options{Address: b.addr, retryMin: 20 * time.Millisecond, trace: w.record})
+	tr, err := New(ctx, Options{Address: b.Addr, retryMin: 20 * time.Millisecond, trace: w.record})
 	if err != nil {
-		b.t.Fatalf("New: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	w.tr, w.ch = tr, tr.States()
-	b.t.Cleanup(func() { tr.Close() })
+	t.Cleanup(func() { tr.Close() })
 	return w
 }
 

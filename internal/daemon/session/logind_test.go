@@ -9,17 +9,18 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
 // TestInitialState: the first State is the current one, a user's
 // graphical session in the foreground.
 func TestInitialState(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	w := track(t, b)
 	s := w.next()
-	want := State{Active: true, UID: 1000, UserName: "alice", SessionID: "2", SessionPath: sessionPath("2")}
+	want := State{Active: true, UID: 1000, UserName: "alice", SessionID: "2", SessionPath: dbustest.SessionPath("2")}
 	if s != want {
 		t.Fatalf("first State %+v, want %+v", s, want)
 	}
@@ -31,160 +32,160 @@ func TestInitialState(t *testing.T) {
 // TestSwitchUser: another user's session comes to the foreground (seat0's
 // ActiveSession changes) and back.
 func TestSwitchUser(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("3", 1001, "bob", "x11")
-	b.addSession("2", 1000, "alice", "wayland")
-	b.foreground("2", "3")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("3", 1001, "bob", "x11")
+	l.AddSession("2", 1000, "alice", "wayland")
+	l.Foreground("2", "3")
+	w := track(t, b)
 	w.awaitUser(1000)
-	b.foreground("3", "2")
+	l.Foreground("3", "2")
 	s := w.awaitUser(1001)
-	if s.UserName != "bob" || s.SessionID != "3" || s.SessionPath != sessionPath("3") {
+	if s.UserName != "bob" || s.SessionID != "3" || s.SessionPath != dbustest.SessionPath("3") {
 		t.Errorf("after the switch: %+v", s)
 	}
-	b.foreground("2", "3")
+	l.Foreground("2", "3")
 	w.awaitUser(1000)
 }
 
 // TestGreeterIsNoUser: the login screen's greeter session is not a user,
 // and neither is a lock-screen session.
 func TestGreeterIsNoUser(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("c1", 120, "gdm", "wayland")
-	b.update(sessionPath("c1"), sessionIface, map[string]any{"Class": "greeter"})
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("c1", 120, "gdm", "wayland")
+	l.Update(dbustest.SessionPath("c1"), sessionIface, map[string]any{"Class": "greeter"})
+	w := track(t, b)
 	s := w.next()
 	if s.Active || !strings.Contains(s.Reason, "greeter") || s.SessionID != "c1" {
 		t.Fatalf("greeter in the foreground: %+v", s)
 	}
-	b.addSession("2", 1000, "alice", "wayland")
-	b.foreground("2", "c1")
+	l.AddSession("2", 1000, "alice", "wayland")
+	l.Foreground("2", "c1")
 	w.awaitUser(1000)
-	b.foreground("c1", "2")
+	l.Foreground("c1", "2")
 	w.awaitNoUser("greeter")
-	b.update(sessionPath("c1"), sessionIface, map[string]any{"Class": "lock-screen"})
+	l.Update(dbustest.SessionPath("c1"), sessionIface, map[string]any{"Class": "lock-screen"})
 	w.awaitNoUser("lock-screen")
 }
 
 // TestNoSession: seat0 with no session, and no seat0 at all, are no user;
 // a session's removal from the foreground is no user.
 func TestNoSession(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	w := track(t, b)
 	s := w.next()
 	if s.Active || !strings.Contains(s.Reason, "seat0") {
 		t.Fatalf("no seat0: %+v", s)
 	}
-	b.call("/org/freedesktop/login1", "org.freedesktop.DBus.Mock.AddSeat", seatID)
+	l.Control(dbustest.LogindPath, "AddSeat", seatID)
 	// The seat's object appears without a signal: the tracker retries
 	// a failed read on its own.
 	w.awaitNoUser("no session on seat0")
-	b.addSession("2", 1000, "alice", "tty")
+	l.AddSession("2", 1000, "alice", "tty")
 	w.awaitUser(1000)
-	b.foreground("", "2")
+	l.Foreground("", "2")
 	w.awaitNoUser("no session on seat0")
 }
 
 // TestLocked: a locked screen is no user (LockedHint, or a Lock signal not
 // yet answered), and unlocking brings the user back.
 func TestLocked(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	w := track(t, b)
 	w.awaitUser(1000)
-	p := sessionPath("2")
+	p := dbustest.SessionPath("2")
 
-	b.call(p, sessionIface+".SetLockedHint", true)
+	l.Call(p, sessionIface+".SetLockedHint", true)
 	s := w.awaitNoUser("locked")
 	if !s.Locked || s.SessionID != "2" {
 		t.Errorf("LockedHint true: %+v", s)
 	}
-	b.call(p, sessionIface+".SetLockedHint", false)
+	l.Call(p, sessionIface+".SetLockedHint", false)
 	w.awaitUser(1000)
 
 	// Lock signal (loginctl lock-session), then Unlock.
-	b.call(p, sessionIface+".Lock")
+	l.Call(p, sessionIface+".Lock")
 	if s := w.awaitNoUser("locked"); !s.Locked {
 		t.Errorf("after Lock: %+v", s)
 	}
-	b.call(p, sessionIface+".Unlock")
+	l.Call(p, sessionIface+".Unlock")
 	w.awaitUser(1000)
 
 	// Lock, the locker sets the hint, the user unlocks at the locker (the
 	// hint goes false, no Unlock signal): the user is back.
-	b.call(p, sessionIface+".Lock")
+	l.Call(p, sessionIface+".Lock")
 	w.awaitNoUser("locked")
-	b.call(p, sessionIface+".SetLockedHint", true)
-	b.call(p, sessionIface+".SetLockedHint", false)
+	l.Call(p, sessionIface+".SetLockedHint", true)
+	l.Call(p, sessionIface+".SetLockedHint", false)
 	w.awaitUser(1000)
 
 	// A pending Lock belongs to its session: switching away and back to
 	// a session without a locker does not keep it.
-	b.addSession("3", 1001, "bob", "wayland")
-	b.foreground("3", "2")
+	l.AddSession("3", 1001, "bob", "wayland")
+	l.Foreground("3", "2")
 	w.awaitUser(1001)
-	b.call(sessionPath("3"), sessionIface+".Lock")
+	l.Call(dbustest.SessionPath("3"), sessionIface+".Lock")
 	w.awaitNoUser("locked")
-	b.foreground("2", "3")
+	l.Foreground("2", "3")
 	w.awaitUser(1000)
 }
 
 // TestRemoteIsNoUser: a remote session is never seat0's user, even in
 // the foreground and unlocked.
 func TestRemoteIsNoUser(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("5", 1000, "alice", "x11")
-	b.update(sessionPath("5"), sessionIface, map[string]any{"Remote": true})
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("5", 1000, "alice", "x11")
+	l.Update(dbustest.SessionPath("5"), sessionIface, map[string]any{"Remote": true})
+	w := track(t, b)
 	if s := w.next(); s.Active || s.Reason != "remote session" {
 		t.Fatalf("remote session: %+v", s)
 	}
-	b.update(sessionPath("5"), sessionIface, map[string]any{"Remote": false})
+	l.Update(dbustest.SessionPath("5"), sessionIface, map[string]any{"Remote": false})
 	w.awaitUser(1000)
-	b.update(sessionPath("5"), sessionIface, map[string]any{"Remote": true})
+	l.Update(dbustest.SessionPath("5"), sessionIface, map[string]any{"Remote": true})
 	w.awaitNoUser("remote")
 }
 
 // TestSessionTypes: only a screen or a console is a person at seat0;
 // another seat's session is not seat0's user; a closing session is not.
 func TestSessionTypes(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "test")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "test")
+	w := track(t, b)
 	w.awaitNoUser("type test")
 	for _, typ := range []string{"x11", "wayland", "mir", "tty"} {
-		b.update(sessionPath("2"), sessionIface, map[string]any{"Type": typ})
+		l.Update(dbustest.SessionPath("2"), sessionIface, map[string]any{"Type": typ})
 		w.awaitUser(1000)
-		b.update(sessionPath("2"), sessionIface, map[string]any{"Type": "unspecified"})
+		l.Update(dbustest.SessionPath("2"), sessionIface, map[string]any{"Type": "unspecified"})
 		w.awaitNoUser("type unspecified")
 	}
-	b.update(sessionPath("2"), sessionIface, map[string]any{"Type": "tty", "State": "closing"})
+	l.Update(dbustest.SessionPath("2"), sessionIface, map[string]any{"Type": "tty", "State": "closing"})
 	w.awaitNoUser("closing")
-	b.update(sessionPath("2"), sessionIface, map[string]any{"State": "active"})
+	l.Update(dbustest.SessionPath("2"), sessionIface, map[string]any{"State": "active"})
 	w.awaitUser(1000)
-	b.set(sessionPath("2"), sessionIface, "Seat", soRef{"seat1", "/org/freedesktop/login1/seat/seat1"})
+	l.Set(dbustest.SessionPath("2"), sessionIface, "Seat", soRef{"seat1", "/org/freedesktop/login1/seat/seat1"})
 	w.awaitNoUser("not on seat0")
 }
 
 // TestNoLogind: a bus without logind, and no bus at all, are ErrNoLogind.
 func TestNoLogind(t *testing.T) {
-	b := newBus(t)
+	b := dbustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	defer cancel()
-	tr, err := New(ctx, Options{Address: b.addr})
+	tr, err := New(ctx, Options{Address: b.Addr})
 	if !errors.Is(err, ErrNoLogind) {
 		if tr != nil {
 			tr.Close()
 		}
 		t.Fatalf("New on a bus without logind: %v, want ErrNoLogind", err)
 	}
-	_, err = New(ctx, Options{Address: "unix:path=" + filepath.Join(b.dir, "nothing-here")})
+	_, err = New(ctx, Options{Address: "unix:path=" + filepath.Join(b.Dir, "nothing-here")})
 	if !errors.Is(err, ErrNoLogind) {
 		t.Fatalf("New without a bus socket: %v, want ErrNoLogind", err)
 	}
@@ -198,32 +199,32 @@ func TestNoLogind(t *testing.T) {
 // TestLogindRestart: logind leaving the bus is no user; when it comes back
 // the tracker re-reads.
 func TestLogindRestart(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	w := track(t, b)
 	w.awaitUser(1000)
-	b.stopLogind()
+	l.Stop()
 	w.awaitNoUser("logind is not on the bus")
-	b.startLogind()
-	b.addSession("7", 1002, "carol", "wayland")
+	l.Restart()
+	l.AddSession("7", 1002, "carol", "wayland")
 	w.awaitUser(1002)
 }
 
 // TestBusRestart: the bus going away is no user; the tracker reconnects
 // to the new bus and re-reads.
 func TestBusRestart(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	w := track(t, b)
 	w.awaitUser(1000)
-	b.stopLogind()
-	b.stopBus()
+	l.Stop()
+	b.Stop()
 	w.await("no user", func(s State) bool { return !s.Active })
-	b.startBus()
-	b.startLogind()
-	b.addSession("4", 1000, "alice", "wayland")
+	b.Restart()
+	l.Restart()
+	l.AddSession("4", 1000, "alice", "wayland")
 	s := w.awaitUser(1000)
 	if s.SessionID != "4" {
 		t.Errorf("after the bus restart: %+v", s)
@@ -233,12 +234,12 @@ func TestBusRestart(t *testing.T) {
 // TestHostileLogind: logind's answers with the wrong types or values are
 // no user (never a panic), and a good answer afterwards is believed again.
 func TestHostileLogind(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	w := track(t, b)
 	w.awaitUser(1000)
-	p := sessionPath("2")
+	p := dbustest.SessionPath("2")
 	good := soRef{"2", p}
 	seatCases := []any{
 		uint32(7),
@@ -254,9 +255,9 @@ func TestHostileLogind(t *testing.T) {
 		[]string{"2"},
 	}
 	for _, v := range seatCases {
-		b.set(seatPath, seatIface, "ActiveSession", v)
+		l.Set(seatPath, seatIface, "ActiveSession", v)
 		w.awaitNoUser("malformed")
-		b.set(seatPath, seatIface, "ActiveSession", good)
+		l.Set(seatPath, seatIface, "ActiveSession", good)
 		w.awaitUser(1000)
 	}
 	sessionCases := []struct {
@@ -294,12 +295,12 @@ func TestHostileLogind(t *testing.T) {
 			"Name": "alice", "Id": "2", "Class": "user", "Remote": false, "LockedHint": false,
 			"Active": true, "Seat": soRef{"seat0", seatPath}, "Type": "wayland",
 		}[c.prop]
-		b.set(p, sessionIface, c.prop, c.v)
+		l.Set(p, sessionIface, c.prop, c.v)
 		s := w.await(c.prop+" rejected", func(s State) bool { return !s.Active })
 		if s.UID != 0 || s.UserName != "" {
 			t.Errorf("%s = %v: %+v", c.prop, c.v, s)
 		}
-		b.set(p, sessionIface, c.prop, old)
+		l.Set(p, sessionIface, c.prop, old)
 		w.awaitUser(1000)
 	}
 }
@@ -309,12 +310,12 @@ func TestHostileLogind(t *testing.T) {
 // change the State: not a Lock, not a fake "logind left", not a fake
 // switch.
 func TestForgedSignals(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	b.addSession("3", 1001, "bob", "wayland")
-	b.foreground("2", "3")
-	w := b.track()
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	l.AddSession("3", 1001, "bob", "wayland")
+	l.Foreground("2", "3")
+	w := track(t, b)
 	w.awaitUser(1000)
 	// Let the tracker settle: the trace must be quiet from here on.
 	time.Sleep(200 * time.Millisecond)
@@ -324,7 +325,7 @@ func TestForgedSignals(t *testing.T) {
 	victim := w.tr.conn.Names()[0]
 	w.tr.mu.Unlock()
 	var owner string
-	if err := b.ctl.BusObject().Call(busName+".GetNameOwner", 0, logindName).Store(&owner); err != nil {
+	if err := b.Conn.BusObject().Call(busName+".GetNameOwner", 0, logindName).Store(&owner); err != nil {
 		t.Fatal(err)
 	}
 	emit := func(path dbus.ObjectPath, name string, body ...any) {
@@ -338,20 +339,20 @@ func TestForgedSignals(t *testing.T) {
 		if len(body) > 0 {
 			msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(body...))
 		}
-		if call := b.ctl.Send(msg, nil); call.Err != nil {
+		if call := b.Conn.Send(msg, nil); call.Err != nil {
 			t.Fatal(call.Err)
 		}
 	}
-	emit(sessionPath("2"), lockSignal)
+	emit(dbustest.SessionPath("2"), lockSignal)
 	emit("/org/freedesktop/DBus", nameOwnerChanged, logindName, owner, "")
-	emit(sessionPath("2"), propsChanged, sessionIface,
+	emit(dbustest.SessionPath("2"), propsChanged, sessionIface,
 		map[string]dbus.Variant{"LockedHint": dbus.MakeVariant(true)}, []string{})
 	emit(seatPath, propsChanged, seatIface,
-		map[string]dbus.Variant{"ActiveSession": dbus.MakeVariant(soRef{"3", sessionPath("3")})}, []string{})
-	emit(sessionPath("2"), lockSignal, "extra", uint32(1))
+		map[string]dbus.Variant{"ActiveSession": dbus.MakeVariant(soRef{"3", dbustest.SessionPath("3")})}, []string{})
+	emit(dbustest.SessionPath("2"), lockSignal, "extra", uint32(1))
 	// A real change after the forgeries, from the same connection, so the
 	// bus delivers it after them: the next State must be this one.
-	b.foreground("3", "2")
+	l.Foreground("3", "2")
 	w.awaitUser(1001)
 	for _, s := range w.tracedSince(mark) {
 		if s.Locked || (s.Active && s.UID != 1001) || strings.Contains(s.Reason, "not on the bus") {
@@ -363,12 +364,12 @@ func TestForgedSignals(t *testing.T) {
 // TestClose: Close ends the stream, twice is fine, and a tracker whose
 // consumer never reads does not block Close.
 func TestClose(t *testing.T) {
-	b := newBus(t)
-	b.startLogind()
-	b.addSession("2", 1000, "alice", "wayland")
-	w := b.track()
-	b.call(sessionPath("2"), sessionIface+".Lock")
-	b.call(sessionPath("2"), sessionIface+".Unlock")
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	w := track(t, b)
+	l.Call(dbustest.SessionPath("2"), sessionIface+".Lock")
+	l.Call(dbustest.SessionPath("2"), sessionIface+".Unlock")
 	done := make(chan struct{})
 	go func() {
 		w.tr.Close()

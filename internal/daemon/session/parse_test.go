@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
 // Table tests of the parsers with the values a hostile or broken peer
@@ -30,14 +31,14 @@ func uo(uid uint32, p dbus.ObjectPath) dbus.Variant {
 }
 
 func TestParseActiveSession(t *testing.T) {
-	p := sessionPath("2")
+	p := dbustest.SessionPath("2")
 	good := []struct {
 		in   dbus.Variant
 		want sessionRef
 	}{
 		{so("2", p), sessionRef{"2", p}},
 		{so("", "/"), sessionRef{"", "/"}},
-		{so("c1", sessionPath("c1")), sessionRef{"c1", sessionPath("c1")}},
+		{so("c1", dbustest.SessionPath("c1")), sessionRef{"c1", dbustest.SessionPath("c1")}},
 	}
 	for _, c := range good {
 		got, err := parseActiveSession(c.in)
@@ -170,7 +171,7 @@ func TestParseSession(t *testing.T) {
 }
 
 func TestDecide(t *testing.T) {
-	p := sessionPath("2")
+	p := dbustest.SessionPath("2")
 	ref := sessionRef{"2", p}
 	good := sessionInfo{ID: "2", UID: 1000, Name: "alice", Class: "user", Type: "wayland",
 		State: "active", Seat: "seat0", Active: true}
@@ -224,7 +225,7 @@ func TestDecide(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	const owner = ":1.5"
-	p := sessionPath("2")
+	p := dbustest.SessionPath("2")
 	pc := func(sender string, path dbus.ObjectPath, body ...any) *dbus.Signal {
 		return &dbus.Signal{Sender: sender, Path: path, Name: propsChanged, Body: body}
 	}
@@ -254,11 +255,11 @@ func TestClassify(t *testing.T) {
 		{"LockedHint on another interface", pc(owner, p, "org.example", lockH[1], lockH[2]), sigSession, ""},
 		{"session props, bad body", pc(owner, p, 1, 2, 3), sigSession, ""},
 		{"session props, no body", pc(owner, p), sigSession, ""},
-		{"another session", pc(owner, sessionPath("3"), lockH...), sigIgnore, ""},
+		{"another session", pc(owner, dbustest.SessionPath("3"), lockH...), sigIgnore, ""},
 		{"lock", &dbus.Signal{Sender: owner, Path: p, Name: lockSignal}, sigLock, ""},
 		{"unlock", &dbus.Signal{Sender: owner, Path: p, Name: unlockSignal}, sigUnlock, ""},
 		{"forged lock", &dbus.Signal{Sender: ":1.66", Path: p, Name: lockSignal}, sigIgnore, ""},
-		{"lock elsewhere", &dbus.Signal{Sender: owner, Path: sessionPath("3"), Name: lockSignal}, sigIgnore, ""},
+		{"lock elsewhere", &dbus.Signal{Sender: owner, Path: dbustest.SessionPath("3"), Name: lockSignal}, sigIgnore, ""},
 		{"unknown member", &dbus.Signal{Sender: owner, Path: p, Name: sessionIface + ".PauseDevice"}, sigIgnore, ""},
 		{"unknown on seat", &dbus.Signal{Sender: owner, Path: seatPath, Name: lockSignal}, sigIgnore, ""},
 	}
@@ -278,7 +279,7 @@ func TestClassify(t *testing.T) {
 // deliver out of order when the channel is full) does not lock.
 func TestHandleLockOrder(t *testing.T) {
 	const owner = ":1.5"
-	p := sessionPath("2")
+	p := dbustest.SessionPath("2")
 	w := &watch{t: quietTracker(), owner: owner, session: p}
 	w.handle(&dbus.Signal{Sender: owner, Path: p, Name: unlockSignal, Sequence: 10})
 	w.handle(&dbus.Signal{Sender: owner, Path: p, Name: lockSignal, Sequence: 9})
@@ -369,7 +370,7 @@ func TestBackoff(t *testing.T) {
 func FuzzMessage(f *testing.F) {
 	seed := func(body ...any) {
 		msg := &dbus.Message{Type: dbus.TypeSignal, Headers: map[dbus.HeaderField]dbus.Variant{
-			dbus.FieldPath:      v(sessionPath("2")),
+			dbus.FieldPath:      v(dbustest.SessionPath("2")),
 			dbus.FieldInterface: v(propsIface),
 			dbus.FieldMember:    v("PropertiesChanged"),
 			dbus.FieldSender:    v(":1.5"),
@@ -384,7 +385,7 @@ func FuzzMessage(f *testing.F) {
 		}
 		f.Add(buf.Bytes())
 	}
-	seed(so("2", sessionPath("2")))
+	seed(so("2", dbustest.SessionPath("2")))
 	seed(goodProps())
 	seed(sessionIface, map[string]dbus.Variant{"LockedHint": v(true)}, []string{"LockedHint"})
 	seed(logindName, ":1.5", "")
@@ -395,7 +396,7 @@ func FuzzMessage(f *testing.F) {
 		}
 		_, _ = parseActiveSessionReply(msg.Body)
 		if info, err := parseSessionReply(msg.Body); err == nil {
-			st := decide(sessionRef{info.ID, sessionPath(info.ID)}, info, false)
+			st := decide(sessionRef{info.ID, dbustest.SessionPath(info.ID)}, info, false)
 			if st.Active && (info.Remote || !userClasses[info.Class] || info.LockedHint) {
 				t.Fatalf("active from %+v", info)
 			}
@@ -410,7 +411,7 @@ func FuzzMessage(f *testing.F) {
 		iface, _ := msg.Headers[dbus.FieldInterface].Value().(string)
 		member, _ := msg.Headers[dbus.FieldMember].Value().(string)
 		sig := &dbus.Signal{Sender: sender, Path: path, Name: iface + "." + member, Body: msg.Body}
-		w := &watch{t: quietTracker(), owner: ":1.5", session: sessionPath("2")}
+		w := &watch{t: quietTracker(), owner: ":1.5", session: dbustest.SessionPath("2")}
 		w.handle(sig)
 		sig.Sender = busName
 		w.handle(sig)

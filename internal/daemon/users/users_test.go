@@ -23,23 +23,10 @@ import (
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
-// sharedTPM is the in-process reference simulator (a process-wide
-// singleton): go test -tags tpmsim.
-var sharedTPM *tpm.TPM
-
-func TestMain(m *testing.M) {
-	t, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open TPM simulator:", err)
-		os.Exit(1)
-	}
-	sharedTPM = t
-	code := m.Run()
-	t.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 // countingTPM counts every TPM command the authenticators send, so a test
 // can assert that a request was refused before the TPM saw anything. It
@@ -140,7 +127,7 @@ func openEnv(t *testing.T, dir string, owner *Identity) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{dir: dir, dev: dev, tpm: &countingTPM{TPM: sharedTPM, auth: pinObjects}}
+	e := &env{dir: dir, dev: dev, tpm: &countingTPM{TPM: tpmsim.TPM(), auth: pinObjects}}
 	e.u, err = Open(Config{StateDir: dir, Device: dev, Owner: owner,
 		Auth: ctap2.Config{TPM: e.tpm, Prompt: prompt.ApproveAll{}}})
 	if err != nil {
@@ -176,36 +163,14 @@ var cdh = bytes.Repeat([]byte{0xcd}, 32)
 // makeCredential registers user at rp and returns the credential ID.
 func makeCredential(t *testing.T, c *ctaptest.Client, rp, user string, rk bool) []byte {
 	t.Helper()
-	st, m := c.Call(t, ctaptest.CmdMakeCredential, map[int]any{
-		1: cdh, 2: map[string]any{"id": rp}, 3: map[string]any{"id": []byte(user), "name": user},
-		4: []map[string]any{{"alg": -7, "type": "public-key"}}, 7: map[string]bool{"rk": rk},
-	})
-	if st != ctaptest.StatusOK {
-		t.Fatalf("makeCredential %s at %s: %v", user, rp, st)
-	}
-	ad := ctaptest.Field[[]byte](t, m, 2)
-	n := int(binary.BigEndian.Uint16(ad[53:55]))
-	return ad[55 : 55+n]
+	return c.MakeES256(t, cdh, rp, user, rk).ID
 }
 
 // getAssertion returns the status and, on success, the asserted ID.
 func getAssertion(t *testing.T, c *ctaptest.Client, rp string, allow ...[]byte) (ctaptest.Status, []byte) {
 	t.Helper()
-	req := map[int]any{1: rp, 2: cdh}
-	if len(allow) > 0 {
-		var l []map[string]any
-		for _, id := range allow {
-			l = append(l, map[string]any{"id": id, "type": "public-key"})
-		}
-		req[3] = l
-	}
-	st, m := c.Call(t, ctaptest.CmdGetAssertion, req)
-	if st != ctaptest.StatusOK {
-		return st, nil
-	}
-	cred := ctaptest.Field[map[string]any](t, m, 1)
-	id, _ := cred["id"].([]byte)
-	return st, id
+	a := c.GetAssertion(t, cdh, rp, allow...)
+	return a.Status, a.ID
 }
 
 const errNoCredentials = ctaptest.Status(0x2E)
@@ -583,7 +548,7 @@ func TestLegacyStoreBecomesTheOwners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacy, err := ctap2.New(ctap2.Config{TPM: &countingTPM{TPM: sharedTPM, auth: pinObjects}, Store: st, Prompt: prompt.ApproveAll{}})
+	legacy, err := ctap2.New(ctap2.Config{TPM: &countingTPM{TPM: tpmsim.TPM(), auth: pinObjects}, Store: st, Prompt: prompt.ApproveAll{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 var testNow = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -46,6 +47,7 @@ func register(tb testing.TB, a *TPMAttester, cred credential, name string) regis
 // statements of ES256 keys on the simulator (vendor MSFT) and swtpm (IBM)
 // and of RS256 keys, and both reject every tampered one.
 func TestTPMStatementVerifiers(t *testing.T) {
+	sim := func(testing.TB) *tpm.TPM { return tpmsim.TPM() }
 	for _, tc := range []struct {
 		name string
 		tp   func(testing.TB) *tpm.TPM
@@ -97,8 +99,8 @@ func verifyTPMRegistration(t *testing.T, tp *tpm.TPM, a *TPMAttester, cred crede
 		t.Fatal(err)
 	}
 	// An attester on another TPM: its AIK certificate does not match this AK.
-	foreign := loadAttester(t, sim(t), newStore(t))
-	if tp == simTPM {
+	foreign := loadAttester(t, tpmsim.TPM(), newStore(t))
+	if tp == tpmsim.TPM() {
 		foreign = loadAttester(t, swtpmOrSim(t), newStore(t))
 	}
 
@@ -201,7 +203,7 @@ func verifyTPMRegistration(t *testing.T, tp *tpm.TPM, a *TPMAttester, cred crede
 func swtpmOrSim(t *testing.T) *tpm.TPM {
 	t.Helper()
 	if _, err := exec.LookPath("swtpm"); err != nil && !inCI() {
-		return sim(t) // another attester on the same TPM: still another AK
+		return tpmsim.TPM() // another attester on the same TPM: still another AK
 	}
 	return swtpm(t)
 }
@@ -211,7 +213,7 @@ func swtpmOrSim(t *testing.T) *tpm.TPM {
 // NoneAttestation, TpmAttestation), and a flipped signature is rejected.
 // Packed is built here the way ctap2's makeCredential builds it.
 func TestAllFormats(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	a := loadAttester(t, tp, newStore(t))
 	cred := newCredential(t, tp, tpm.ES256, testAAGUID) // self, none: tpm.TPM.CreateKey
 
@@ -264,7 +266,7 @@ func TestAllFormats(t *testing.T) {
 // TCG AIK profile) and the AAGUID extension, and that the CA certificate
 // verifies the AIK certificate as a chain.
 func TestAIKCertificateProfile(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	a := loadAttester(t, tp, newStore(t))
 	id, err := tp.Identity()
 	if err != nil {
@@ -501,7 +503,7 @@ func (c *countingTPM) counts() [3]int {
 // identity changes or the stored one is not right; the CA is never
 // replaced.
 func TestLoadTPMAttester(t *testing.T) {
-	ct := &countingTPM{TPM: sim(t)}
+	ct := &countingTPM{TPM: tpmsim.TPM()}
 	s := newStore(t)
 	a1, err := LoadTPMAttester(ct, s, testAAGUID, testNow)
 	if err != nil {
@@ -583,7 +585,7 @@ func TestLoadTPMAttester(t *testing.T) {
 	a7 := load(testAAGUID)
 	reissued("garbage AIK certificate", a7, []byte("garbage"))
 
-	foreign := loadAttester(t, sim(t), newStore(t))
+	foreign := loadAttester(t, tpmsim.TPM(), newStore(t))
 	if err := s.Put(NameAKCert, foreign.AIKCertificate()); err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +619,7 @@ func TestLoadTPMAttester(t *testing.T) {
 // leaves behind is completed, not replaced; a CA certificate without its
 // key is an error.
 func TestLoadTPMAttesterPartialState(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	full := newStore(t)
 	a := loadAttester(t, tp, full)
 	get := func(name string) []byte {
@@ -694,7 +696,7 @@ func TestLoadTPMAttesterPartialState(t *testing.T) {
 // all the attester needs to come back with the same CA, AK and
 // certificate, without TPM work.
 func TestStoredValuesSurviveReset(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	s := newStore(t)
 	a := loadAttester(t, tp, s)
 	kept := map[string][]byte{}
@@ -746,7 +748,7 @@ func (f failingStore) Put(name string, v []byte) error {
 }
 
 func TestLoadTPMAttesterErrors(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	disk := errors.New("disk on fire")
 	if _, err := LoadTPMAttester(tp, failingStore{Store: newStore(t), getErr: disk}, testAAGUID, testNow); !errors.Is(err, disk) {
 		t.Errorf("read error: %v", err)
@@ -773,7 +775,7 @@ func TestLoadTPMAttesterErrors(t *testing.T) {
 // TestStatement checks extraData = SHA-256(authData || clientDataHash) at the
 // TPM interface, and the errors.
 func TestStatement(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	ct := &countingTPM{TPM: tp}
 	a := loadAttester(t, ct, newStore(t))
 	cred := newCredential(t, a, tpm.ES256, testAAGUID)
@@ -823,7 +825,7 @@ func TestStatement(t *testing.T) {
 // signing scheme (tpm.TPM.CreateKey's template) is valid by WebAuthn and
 // go-webauthn accepts it, but python-fido2 cannot parse that pubArea.
 func TestSchemeKeyRejectedByPythonFido2(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	a := loadAttester(t, tp, newStore(t))
 	cred := newCredential(t, tp, tpm.ES256, testAAGUID)
 	r := registration{name: "scheme key", fmt: "tpm", authData: cred.authData, credID: cred.id, challenge: newChallenge()}
@@ -855,7 +857,7 @@ func TestSchemeKeyRejectedByPythonFido2(t *testing.T) {
 // TestConcurrentStatements: the attester is used from several requests at
 // once.
 func TestConcurrentStatements(t *testing.T) {
-	tp := sim(t)
+	tp := tpmsim.TPM()
 	a := loadAttester(t, tp, newStore(t))
 	cred := newCredential(t, a, tpm.ES256, testAAGUID)
 	var wg sync.WaitGroup

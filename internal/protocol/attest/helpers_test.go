@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -25,26 +24,11 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 	"github.com/passkeyd/passkeyd/test/rpverify"
 )
 
-// The simulator is a process-wide singleton: opened once here.
-var (
-	simTPM *tpm.TPM
-	simErr error
-)
-
-func TestMain(m *testing.M) {
-	simTPM, simErr = tpm.Open(tpm.Config{Spec: "sim"})
-	code := m.Run()
-	if simTPM != nil {
-		if err := simTPM.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "close simulator:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 func inCI() bool { return os.Getenv("CI") == "true" }
 
@@ -54,18 +38,6 @@ func skipOrFail(tb testing.TB, msg string) {
 		tb.Fatal(msg + " (CI=true)")
 	}
 	tb.Skip(msg)
-}
-
-func sim(tb testing.TB) *tpm.TPM {
-	tb.Helper()
-	if errors.Is(simErr, tpm.ErrNoSimulator) {
-		// Without the tpmsim tag: fail, or every simulator test is lost.
-		tb.Fatalf("simulator: %v", simErr)
-	}
-	if simErr != nil {
-		skipOrFail(tb, fmt.Sprintf("simulator unavailable: %v", simErr))
-	}
-	return simTPM
 }
 
 // swtpm starts a private swtpm for the test.

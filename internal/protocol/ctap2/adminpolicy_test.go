@@ -5,6 +5,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // policyEnv reopens dir's store as an authenticator under the
@@ -12,7 +13,7 @@ import (
 func policyEnv(t *testing.T, dir string, p AdminPolicy) (*testEnv, *ctaptest.Client) {
 	t.Helper()
 	e := openEnv(t, dir)
-	a, err := New(Config{TPM: &kitPINTPM{TPM: sharedTPM, auth: sharedKitPINs}, Store: e.store, Prompt: e.prompt, Now: e.clock.Now, Policy: p})
+	a, err := New(Config{TPM: &kitPINTPM{TPM: tpmsim.TPM(), auth: sharedKitPINs}, Store: e.store, Prompt: e.prompt, Now: e.clock.Now, Policy: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestAdminPolicy(t *testing.T) {
 func TestAdminPolicyChecked(t *testing.T) {
 	e := openEnv(t, t.TempDir())
 	for _, p := range []AdminPolicy{{MinPINLength: 3}, {MinPINLength: 64}, {MinPINLengthRPs: make([]string, 33)}} {
-		if _, err := New(Config{TPM: sharedTPM, Store: e.store, Policy: p}); err == nil {
+		if _, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Policy: p}); err == nil {
 			t.Errorf("%+v accepted", p)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 func TestNoneAttestation(t *testing.T) {
@@ -12,7 +13,7 @@ func TestNoneAttestation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	a, err := New(Config{TPM: sharedTPM, Store: st, Prompt: &testPrompter{}, Attestation: AttestationNone})
+	a, err := New(Config{TPM: tpmsim.TPM(), Store: st, Prompt: &testPrompter{}, Attestation: AttestationNone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,10 +28,10 @@ func TestNoneAttestation(t *testing.T) {
 	if stmt := field[map[string]any](t, m, 3); len(stmt) != 0 {
 		t.Errorf("attStmt = %v, want empty", stmt)
 	}
-	if _, err := New(Config{TPM: sharedTPM, Store: st, Attestation: AttestationTPM}); err == nil {
+	if _, err := New(Config{TPM: tpmsim.TPM(), Store: st, Attestation: AttestationTPM}); err == nil {
 		t.Error("tpm attestation without an Attester accepted")
 	}
-	if _, err := New(Config{TPM: sharedTPM, Store: st, Attestation: "basic"}); err == nil {
+	if _, err := New(Config{TPM: tpmsim.TPM(), Store: st, Attestation: "basic"}); err == nil {
 		t.Error("unknown attestation mode accepted")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // kitPINTPM is the shared simulator with wrong PINs refused in front of it:
@@ -64,7 +65,7 @@ func kitEnvPrompt(t *testing.T, version int, pr prompt.Prompter) (*testEnv, *cta
 	if pr == nil {
 		pr = e.prompt
 	}
-	a, err := New(Config{TPM: &kitPINTPM{TPM: sharedTPM, auth: map[string][]byte{}}, Store: e.store, Prompt: pr, Now: e.clock.Now})
+	a, err := New(Config{TPM: &kitPINTPM{TPM: tpmsim.TPM(), auth: map[string][]byte{}}, Store: e.store, Prompt: pr, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // TestCredMgmtLargeBlobKey: enumerateCredentials returns each credential's
@@ -16,7 +17,7 @@ import (
 func TestCredMgmtLargeBlobKey(t *testing.T) {
 	e := openEnv(t, t.TempDir())
 	p := &pinPrompter{pin: "271828"}
-	a, err := New(Config{TPM: sharedTPM, Store: e.store, Prompt: p, Now: e.clock.Now})
+	a, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Prompt: p, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // wantHMACSecret is the output the authenticator must give for salt:
@@ -26,7 +27,7 @@ func wantHMACSecret(t *testing.T, e *testEnv, credID []byte, uv bool, salt []byt
 		label = "passkeyd hmac-secret v1 with UV\x00"
 	}
 	h := sha256.Sum256(credID)
-	credRandom, err := sharedTPM.HMAC(e.a.secrets.hmacKey, append([]byte(label), h[:]...))
+	credRandom, err := tpmsim.TPM().HMAC(e.a.secrets.hmacKey, append([]byte(label), h[:]...))
 	if err != nil {
 		t.Fatal(err)
 	}

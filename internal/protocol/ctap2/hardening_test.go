@@ -13,6 +13,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctaphid"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // hmacSecretIn builds a valid hmac-secret input (CTAP 2.1 §12.5) over PIN
@@ -307,7 +308,7 @@ func serveHID(t *testing.T, a *Authenticator, n int) []*hidChannel {
 func TestContinuationsBelongToTheirChannel(t *testing.T) {
 	e := openEnv(t, t.TempDir())
 	p := &pinPrompter{pin: "271828"}
-	a, err := New(Config{TPM: sharedTPM, Store: e.store, Prompt: p, Now: e.clock.Now})
+	a, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Prompt: p, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -15,24 +13,10 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
-	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
-// sharedTPM is the in-process reference simulator, a process-wide
-// singleton, shared by every test of this package.
-var sharedTPM *tpm.TPM
-
-func TestMain(m *testing.M) {
-	t, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open TPM simulator:", err)
-		os.Exit(1)
-	}
-	sharedTPM = t
-	code := m.Run()
-	t.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 // fakeClock is a settable clock.
 type fakeClock struct {
@@ -92,7 +76,7 @@ func openEnv(t testing.TB, dir string) *testEnv {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &testEnv{store: st, clock: &fakeClock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}, prompt: &testPrompter{}, dir: dir}
-	e.a, err = New(Config{TPM: sharedTPM, Store: st, Prompt: e.prompt, Now: e.clock.Now})
+	e.a, err = New(Config{TPM: tpmsim.TPM(), Store: st, Prompt: e.prompt, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // signallingTPM reports when key generation starts.
@@ -51,7 +52,7 @@ func TestKeyGeneratedWhilePrompting(t *testing.T) {
 	}
 	defer st.Close()
 	started := make(chan struct{})
-	sig := &signallingTPM{TPM: sharedTPM, started: started}
+	sig := &signallingTPM{TPM: tpmsim.TPM(), started: started}
 	a, err := New(Config{TPM: sig, Store: st, Prompt: waitForKeygen{started}})
 	if err != nil {
 		t.Fatal(err)

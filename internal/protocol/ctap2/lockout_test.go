@@ -16,6 +16,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // lockoutTPM is the simulator with a dictionary-attack state the test
@@ -83,7 +84,7 @@ var (
 func newLockoutEnv(t *testing.T, pin string, pr prompt.Prompter) (*testEnv, *lockoutTPM) {
 	t.Helper()
 	e := openEnv(t, t.TempDir())
-	f := &lockoutTPM{TPM: sharedTPM, store: e.store, status: daClear}
+	f := &lockoutTPM{TPM: tpmsim.TPM(), store: e.store, status: daClear}
 	if pr == nil {
 		pr = e.prompt
 	}

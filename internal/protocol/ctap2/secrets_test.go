@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // TestDamagedSealedSecretIsNotBlamedOnTheTPM: a device secret whose sealed
@@ -30,7 +31,7 @@ func TestDamagedSealedSecretIsNotBlamedOnTheTPM(t *testing.T) {
 			if err := st.Put(name, damage(blob)); err != nil {
 				t.Fatal(err)
 			}
-			_, err = New(Config{TPM: sharedTPM, Store: st, Prompt: &testPrompter{}})
+			_, err = New(Config{TPM: tpmsim.TPM(), Store: st, Prompt: &testPrompter{}})
 			st.Close()
 			if err == nil {
 				t.Fatalf("%s %s: New succeeded", what, name)

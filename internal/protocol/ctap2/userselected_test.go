@@ -11,6 +11,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // pinPrompter is testPrompter that also does built-in UV: EnterPIN
@@ -148,7 +149,7 @@ func TestUserSelectedPresencePrompt(t *testing.T) {
 func TestUserSelectedApproveAll(t *testing.T) {
 	e := newEnv(t)
 	makeRK(t, e, "one.example", []byte("u-alice"), "alice@one.example", nil)
-	a, err := New(Config{TPM: sharedTPM, Store: e.store, Prompt: prompt.ApproveAll{}, Now: e.clock.Now})
+	a, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Prompt: prompt.ApproveAll{}, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestUserSelectedBuiltInUV(t *testing.T) {
 	dir := t.TempDir()
 	e := openEnv(t, dir)
 	p := &pinPrompter{pin: "271828"}
-	a, err := New(Config{TPM: sharedTPM, Store: e.store, Prompt: p, Now: e.clock.Now})
+	a, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Prompt: p, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
