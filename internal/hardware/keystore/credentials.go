@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -72,9 +73,15 @@ func (s *Store) keysLocked() (*keys, error) {
 }
 
 // PutCredential stores c, replacing a credential with the same ID (which
-// keeps its place in creation order). It is durable when it returns, and a
-// failed call changes nothing.
-func (s *Store) PutCredential(c *Credential) error {
+// keeps its place in creation order), and deletes the credentials whose
+// IDs are in replaces (makeCredential's step 18: a new discoverable
+// credential replaces the RP's one for the same user handle), all in one
+// transaction: one commit, so the new credential and the old ones'
+// removal reach the disk together, and a crash leaves either the old
+// state or the new, never no credential. It is durable when it returns,
+// and a failed call changes nothing. An ID in replaces that is not stored
+// (or is c's own) is skipped.
+func (s *Store) PutCredential(c *Credential, replaces ...[]byte) error {
 	if c == nil {
 		return errors.New("keystore: put credential: nil credential")
 	}
@@ -88,10 +95,27 @@ func (s *Store) PutCredential(c *Credential) error {
 		return err
 	}
 	var added bool
+	var removed [][]byte
 	err = s.update(func(tx *bolt.Tx) error {
 		var err error
-		added, err = putCredential(tx, k, c)
-		return err
+		removed = removed[:0]
+		if added, err = putCredential(tx, k, c); err != nil {
+			return err
+		}
+		for _, id := range replaces {
+			if bytes.Equal(id, c.ID) {
+				continue
+			}
+			key := k.credKey(id)
+			found, err := deleteCredential(tx, k, key)
+			if err != nil {
+				return fmt.Errorf("replace: %w", err)
+			}
+			if found {
+				removed = append(removed, key)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("keystore: put credential: %w", err)
@@ -99,6 +123,7 @@ func (s *Store) PutCredential(c *Credential) error {
 	if added {
 		s.count.Add(1)
 	}
+	s.forget(removed...)
 	return nil
 }
 
@@ -293,30 +318,53 @@ func (s *Store) DeleteCredential(id []byte) error {
 	}
 	key := k.credKey(id)
 	err = s.update(func(tx *bolt.Tx) error {
-		creds, idx := tx.Bucket(bucketCred), tx.Bucket(bucketRP)
-		val := creds.Get(key)
-		if val == nil {
-			return ErrNotFound
+		found, err := deleteCredential(tx, k, key)
+		if err == nil && !found {
+			err = ErrNotFound
 		}
-		if rec, err := k.open(key, val); err != nil {
-			if err := dropIndexTo(idx, key); err != nil {
-				return err
-			}
-		} else if rec.Discoverable {
-			if err := idx.Delete(k.rpIndexKey(rec.RPID, rec.Seq)); err != nil {
-				return fmt.Errorf("drop index entry: %w", err)
-			}
-		}
-		return creds.Delete(key)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("keystore: delete credential: %w", err)
 	}
-	s.count.Add(-1)
-	s.touchMu.Lock()
-	delete(s.touches, string(key))
-	s.touchMu.Unlock()
+	s.forget(key)
 	return nil
+}
+
+// deleteCredential removes the record under key and its index entry
+// inside tx; found is false when there is no such record.
+func deleteCredential(tx *bolt.Tx, k *keys, key []byte) (found bool, err error) {
+	creds, idx := tx.Bucket(bucketCred), tx.Bucket(bucketRP)
+	val := creds.Get(key)
+	if val == nil {
+		return false, nil
+	}
+	if rec, err := k.open(key, val); err != nil {
+		if err := dropIndexTo(idx, key); err != nil {
+			return false, err
+		}
+	} else if rec.Discoverable {
+		if err := idx.Delete(k.rpIndexKey(rec.RPID, rec.Seq)); err != nil {
+			return false, fmt.Errorf("drop index entry: %w", err)
+		}
+	}
+	if err := creds.Delete(key); err != nil {
+		return false, fmt.Errorf("delete record: %w", err)
+	}
+	return true, nil
+}
+
+// forget accounts for deleted records: the count, and their pending uses.
+func (s *Store) forget(keys ...[]byte) {
+	if len(keys) == 0 {
+		return
+	}
+	s.count.Add(-int64(len(keys)))
+	s.touchMu.Lock()
+	for _, key := range keys {
+		delete(s.touches, string(key))
+	}
+	s.touchMu.Unlock()
 }
 
 // CountCredentials returns the number of stored credentials (readable or
@@ -362,26 +410,42 @@ func (s *Store) flushLoop() {
 		case <-s.stop:
 			return
 		case <-tick.C:
-			// A failure puts the batch back; it is retried next tick and
+			// A failure keeps the batch; it is retried next tick and
 			// finally reported by Close.
-			_ = s.flushTouches()
+			_ = s.flush()
 		}
 	}
 }
 
-// flushTouches writes pending uses in one transaction.
-func (s *Store) flushTouches() error {
+// flush writes pending uses and pending device values in one transaction.
+func (s *Store) flush() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	s.touchMu.Lock()
 	batch := s.touches
 	s.touches = make(map[string]time.Time)
+	values := len(s.pending)
 	s.touchMu.Unlock()
-	if len(batch) == 0 || s.k == nil {
+	k := s.k
+	if k == nil {
+		clear(batch) // sealed: no record to update
+	}
+	if len(batch) == 0 && values == 0 {
 		return nil
 	}
-	k := s.k
+	var written map[string]pendingValue
 	err := s.update(func(tx *bolt.Tx) error {
+		// Taken inside the transaction: a Put of the same name runs
+		// either before it (and dropped the value) or after it.
+		s.touchMu.Lock()
+		written = maps.Clone(s.pending)
+		s.touchMu.Unlock()
+		dev := tx.Bucket(bucketDevice)
+		for name, p := range written {
+			if err := dev.Put([]byte(name), p.v); err != nil {
+				return fmt.Errorf("write %q: %w", name, err)
+			}
+		}
 		creds := tx.Bucket(bucketCred)
 		for key, t := range batch {
 			dbKey := []byte(key)
@@ -407,15 +471,21 @@ func (s *Store) flushTouches() error {
 		}
 		return nil
 	})
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
 	if err != nil {
-		s.touchMu.Lock()
+		// Values stay pending; uses go back, unless newer ones came.
 		for key, t := range batch {
 			if t.After(s.touches[key]) {
 				s.touches[key] = t
 			}
 		}
-		s.touchMu.Unlock()
-		return fmt.Errorf("keystore: flush last-used times: %w", err)
+		return fmt.Errorf("keystore: flush last-used times and device values: %w", err)
+	}
+	for name, p := range written {
+		if s.pending[name].gen == p.gen {
+			delete(s.pending, name)
+		}
 	}
 	return nil
 }

@@ -736,7 +736,7 @@ func TestTouchCredential(t *testing.T) {
 	}
 	// An older touch after reopen doesn't move it back.
 	s.TouchCredential([]byte("a"), t1.Add(-time.Hour))
-	if err := s.flushTouches(); err != nil {
+	if err := s.flush(); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Credential([]byte("a")); !got.LastUsedAt.Equal(t1) {
@@ -807,7 +807,7 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Go(func() {
 		for range 20 {
-			if err := s.flushTouches(); err != nil {
+			if err := s.flush(); err != nil {
 				t.Error(err)
 			}
 		}

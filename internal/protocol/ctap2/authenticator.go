@@ -41,8 +41,11 @@ type TPM interface {
 type Store interface {
 	Get(name string) ([]byte, error)
 	Put(name string, value []byte) error
+	PutEventually(name string, value []byte)
 	Unlock(key []byte) error
-	PutCredential(c *keystore.Credential) error
+	// PutCredential stores c and deletes the replaced credentials in
+	// one transaction.
+	PutCredential(c *keystore.Credential, replaces ...[]byte) error
 	Credential(id []byte) (*keystore.Credential, error)
 	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
 	Credentials() ([]*keystore.Credential, error)

@@ -1,0 +1,154 @@
+package keystore
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestPutCredentialReplacesInOneCommit: the replacement of makeCredential
+// step 18 is one write transaction (one commit, one set of syncs), and
+// leaves the new credential, not the replaced ones.
+func TestPutCredentialReplacesInOneCommit(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	mustPut(t, s, cred("old1", "rp", true), cred("old2", "rp", true), cred("other", "rp", true))
+	before := s.Commits()
+	// "gone" is not stored: skipped; the new credential's own ID too.
+	if err := s.PutCredential(cred("new", "rp", true), []byte("old1"), []byte("old2"), []byte("gone"), []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Commits() - before; n != 1 {
+		t.Errorf("replacement took %d commits, want 1", n)
+	}
+	for _, id := range []string{"old1", "old2"} {
+		if _, err := s.Credential([]byte(id)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s after replacement: %v, want ErrNotFound", id, err)
+		}
+	}
+	got, err := s.CredentialsByRP("rp")
+	if err != nil || len(got) != 2 || string(got[0].ID) != "new" || string(got[1].ID) != "other" {
+		t.Fatalf("RP's credentials after replacement: %v, %v", ids(got), err)
+	}
+	if n := s.CountCredentials(); n != 2 {
+		t.Errorf("CountCredentials = %d, want 2", n)
+	}
+}
+
+// copyDB is what a crash would leave: the file as the committed
+// transactions wrote it, without anything the store still holds in
+// memory. It opens the copy read-only.
+func copyDB(t *testing.T, s *Store) *bolt.DB {
+	t.Helper()
+	b, err := os.ReadFile(s.db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), dbName)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(p, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func deviceValue(t *testing.T, db *bolt.DB, name string) []byte {
+	t.Helper()
+	var out []byte
+	if err := db.View(func(tx *bolt.Tx) error {
+		out = bytes.Clone(tx.Bucket(bucketDevice).Get([]byte(name)))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestPutEventually: the value is seen at once and costs no commit on the
+// caller's path; until the flusher writes it, the disk keeps the previous
+// value (what a crash would leave); the flush writes it; a later Put
+// supersedes it, whichever runs first.
+func TestPutEventually(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	if err := s.Put("retries", []byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Commits()
+	s.PutEventually("retries", []byte{8})
+	if n := s.Commits() - before; n != 0 {
+		t.Errorf("PutEventually committed %d times on the caller's path", n)
+	}
+	if v, err := s.Get("retries"); err != nil || !bytes.Equal(v, []byte{8}) {
+		t.Fatalf("Get after PutEventually = %v, %v; want [8]", v, err)
+	}
+	if v := deviceValue(t, copyDB(t, s), "retries"); !bytes.Equal(v, []byte{7}) {
+		t.Fatalf("on disk before the flush: %v, want the previous [7]", v)
+	}
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if v := deviceValue(t, copyDB(t, s), "retries"); !bytes.Equal(v, []byte{8}) {
+		t.Fatalf("on disk after the flush: %v, want [8]", v)
+	}
+
+	// A durable Put after a pending value wins over it at the flush.
+	s.PutEventually("retries", []byte{8})
+	if err := s.Put("retries", []byte{6}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.Get("retries"); !bytes.Equal(v, []byte{6}) {
+		t.Errorf("Get after Put = %v, want [6]", v)
+	}
+	if err := s.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if v := deviceValue(t, copyDB(t, s), "retries"); !bytes.Equal(v, []byte{6}) {
+		t.Errorf("on disk after Put and a flush: %v, want [6]", v)
+	}
+
+	// Close writes what is pending; Wipe keeps a pending value it is told to keep.
+	s.PutEventually("kept", []byte("k"))
+	s.PutEventually("retries", []byte{8})
+	mustClose(t, s)
+	s = openStore(t, dir)
+	if v, err := s.Get("retries"); err != nil || !bytes.Equal(v, []byte{8}) {
+		t.Errorf("after Close and reopen: %v, %v; want [8]", v, err)
+	}
+	s.PutEventually("kept", []byte("k2"))
+	s.PutEventually("dropped", []byte("d"))
+	if err := s.Wipe("kept"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get("kept"); err != nil || string(v) != "k2" {
+		t.Errorf("kept value after Wipe: %q, %v", v, err)
+	}
+	if _, err := s.Get("dropped"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("pending value after Wipe: %v, want ErrNotFound", err)
+	}
+	mustClose(t, s)
+}
+
+// TestFlusherWritesPendingValues: the background flusher, not only Close,
+// writes a PutEventually value.
+func TestFlusherWritesPendingValues(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	s.PutEventually("v", []byte("x"))
+	deadline := time.Now().Add(5 * touchFlushInterval)
+	for !bytes.Equal(deviceValue(t, copyDB(t, s), "v"), []byte("x")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not flushed after %v", 5*touchFlushInterval)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
