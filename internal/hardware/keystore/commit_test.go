@@ -3,6 +3,7 @@ package keystore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -150,5 +151,74 @@ func TestFlusherWritesPendingValues(t *testing.T) {
 			t.Fatalf("not flushed after %v", 5*touchFlushInterval)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestForEachCredential: the walk sees every credential once, across
+// several batches; fn runs outside the store's transactions and locks
+// (Unlock, a writer of the store's lock, completes inside fn); a
+// credential deleted during the walk leaves the others seen once; ErrSkipAll
+// ends the walk without an error; fn's own error ends it with that error.
+func TestForEachCredential(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	const n = 3*iterBatch + 5
+	want := map[string]bool{}
+	for i := range n {
+		id := fmt.Sprintf("c%03d", i)
+		mustPut(t, s, cred(id, "rp", true))
+		want[id] = true
+	}
+	seen := map[string]int{}
+	var deleted string
+	err := s.ForEachCredential(func(c *Credential) error {
+		seen[string(c.ID)]++
+		if len(seen) == 1 {
+			done := make(chan error, 1)
+			go func() { done <- s.Unlock(testKey(1)) }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Unlock inside fn: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("fn runs while the walk holds the store's lock")
+			}
+		}
+		if len(seen) == iterBatch+1 {
+			// Delete one not seen yet.
+			for id := range want {
+				if seen[id] == 0 {
+					deleted = id
+					break
+				}
+			}
+			if err := s.DeleteCredential([]byte(deleted)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deleted one may have been read with the current batch already.
+	if seen[deleted] > 1 {
+		t.Errorf("deleted credential %s seen %d times", deleted, seen[deleted])
+	}
+	delete(want, deleted)
+	for id := range want {
+		if seen[id] != 1 {
+			t.Errorf("%s seen %d times, want once", id, seen[id])
+		}
+	}
+
+	calls := 0
+	if err := s.ForEachCredential(func(*Credential) error { calls++; return ErrSkipAll }); err != nil || calls != 1 {
+		t.Errorf("ErrSkipAll: %d calls, %v; want 1 call, nil", calls, err)
+	}
+	boom := errors.New("boom")
+	if err := s.ForEachCredential(func(*Credential) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("fn's error: %v", err)
 	}
 }

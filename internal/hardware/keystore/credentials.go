@@ -307,6 +307,93 @@ func (s *Store) Credentials() ([]*Credential, error) {
 	return out, bad.err("keystore: credentials")
 }
 
+// iterBatch is how many records ForEachCredential decrypts per read
+// transaction: the memory a walk holds, and how long it keeps a
+// transaction open (a long one would make writers that grow the file wait).
+const iterBatch = 64
+
+// ErrSkipAll, returned by ForEachCredential's fn, ends the walk early; the
+// walk then returns nil (or the unreadable records' error).
+var ErrSkipAll = errors.New("keystore: skip every remaining credential")
+
+// ForEachCredential calls fn for every credential, in no particular order
+// (the store's key order: keys are HMACs). Unlike Credentials it never
+// holds more than iterBatch records: it reads them in short read
+// transactions and calls fn between them, so fn may take its time (write
+// to a socket) without holding up writers, and a walk over any number of
+// credentials costs the memory of iterBatch. The walk is not a snapshot:
+// a credential added or deleted during it may or may not be seen; every
+// other one is seen exactly once. An error from fn ends the walk and is
+// returned; unreadable records are skipped and reported at the end with
+// the same partial-result rule as Credentials.
+func (s *Store) ForEachCredential(fn func(*Credential) error) error {
+	var after []byte // last key read
+	var bad badRecords
+	for {
+		batch, last, err := s.credentialBatch(after, &bad)
+		if err != nil {
+			return fmt.Errorf("keystore: credentials: %w", err)
+		}
+		for _, c := range batch {
+			if err := fn(c); errors.Is(err, ErrSkipAll) {
+				return bad.err("keystore: credentials")
+			} else if err != nil {
+				return err
+			}
+		}
+		if last == nil {
+			return bad.err("keystore: credentials")
+		}
+		after = last
+	}
+}
+
+// credentialBatch reads the credentials of up to iterBatch records with
+// keys after after (from the first when nil). last is the last key read,
+// nil once the bucket is done.
+func (s *Store) credentialBatch(after []byte, bad *badRecords) (out []*Credential, last []byte, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, err := s.keysLocked()
+	if err != nil {
+		return nil, nil, err
+	}
+	var keys [][]byte
+	err = s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketCred).Cursor()
+		key, val := c.First()
+		if after != nil {
+			// Seek finds the next key even if after was deleted meanwhile.
+			if key, val = c.Seek(after); bytes.Equal(key, after) {
+				key, val = c.Next()
+			}
+		}
+		for n := 0; key != nil; key, val = c.Next() {
+			if n == iterBatch {
+				return nil // more to come: last is set
+			}
+			n++
+			last = bytes.Clone(key)
+			rec, err := k.open(key, val)
+			if err != nil {
+				bad.add(err)
+				continue
+			}
+			out = append(out, rec.credential())
+			keys = append(keys, last)
+		}
+		last = nil // the bucket is done
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, c := range out {
+		out[i] = s.withTouch(keys[i], c)
+	}
+	return out, last, nil
+}
+
 // DeleteCredential removes a credential; ErrNotFound if there is none. An
 // unreadable record can be deleted too: that is how it gets cleaned up.
 func (s *Store) DeleteCredential(id []byte) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -548,6 +549,11 @@ func TestCorruptRecords(t *testing.T) {
 			all, err := s.Credentials()
 			if !errors.Is(err, ErrCorrupt) || !reflect.DeepEqual(ids(all), good) {
 				t.Errorf("Credentials = %q, %v; want %q with ErrCorrupt", ids(all), err, good)
+			}
+			var walked []string
+			err = s.ForEachCredential(func(c *Credential) error { walked = append(walked, string(c.ID)); return nil })
+			if slices.Sort(walked); !errors.Is(err, ErrCorrupt) || !reflect.DeepEqual(walked, slices.Sorted(slices.Values(good))) {
+				t.Errorf("ForEachCredential = %q, %v; want %q with ErrCorrupt", walked, err, good)
 			}
 			byRP, err := s.CredentialsByRP("rp")
 			if !errors.Is(err, ErrCorrupt) || !reflect.DeepEqual(ids(byRP), good[1:]) {

@@ -49,6 +49,9 @@ type Store interface {
 	Credential(id []byte) (*keystore.Credential, error)
 	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
 	Credentials() ([]*keystore.Credential, error)
+	// ForEachCredential walks every credential holding a batch at a
+	// time; keystore.ErrSkipAll from fn ends it early.
+	ForEachCredential(fn func(*keystore.Credential) error) error
 	DeleteCredential(id []byte) error
 	CountCredentials() int
 	TouchCredential(id []byte, t time.Time)

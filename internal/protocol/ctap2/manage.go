@@ -78,6 +78,30 @@ func (a *Authenticator) ListCredentials() ([]keystore.Credential, error) {
 	return out, nil
 }
 
+// EachCredential calls fn with every credential as ListCredentials shows
+// it (effective CredProtect, no key material), in the store's order, and
+// holds no more than one batch of them (keystore.ForEachCredential): the
+// control socket streams a listing of any size with it. It does not take
+// the authenticator's lock, so CTAP commands go on while a slow client
+// reads. Unreadable records are logged and skipped, as for the CTAP
+// enumerations; an error from fn ends the walk and is returned.
+func (a *Authenticator) EachCredential(fn func(keystore.Credential) error) error {
+	err := a.store.ForEachCredential(func(c *keystore.Credential) error {
+		v := *c
+		v.CredProtect = max(c.CredProtect, credProtectUVOptional)
+		v.KeyBlob, v.CredBlob, v.LargeBlobKey = nil, nil, nil
+		return fn(v)
+	})
+	if errors.Is(err, keystore.ErrCorrupt) {
+		a.log.Error("some credentials are unreadable", "err", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list credentials: %w", err)
+	}
+	return nil
+}
+
 // authorizeManagement asks for presence and, when a PIN is set, checks
 // pin with the TPM. It maps CTAP statuses to errors a person can read.
 func (a *Authenticator) authorizeManagement(ctx context.Context, op prompt.Operation, pin string) error {
