@@ -97,6 +97,31 @@ func TestPasskeyctl(t *testing.T) {
 		t.Errorf("bad --sort: exit %d", code)
 	}
 
+	// A non-discoverable credential (pam-u2f's and ssh-keygen's default)
+	// is not stored: delete cannot find it and says why and what revokes it.
+	out, err = runPython(t, d.port, "register.py", "--non-discoverable", "ssh:", "alice")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		t.Fatalf("register a non-discoverable credential: %v: %s", err, out)
+	}
+	nd := strings.TrimSpace(out)
+	for _, args := range [][]string{{"delete", "--yes", nd}, {"delete", "--yes", "--rp", "ssh:"}} {
+		out, code := ctl(t, ctlBin, sock, "", args...)
+		if code != 5 {
+			t.Errorf("%v: exit %d, want 5 (not found): %s", args[:2], code, out)
+		}
+		for _, want := range []string{"no passkey matches", "non-discoverable", "is not stored", "pam-u2f", "authorized_keys", "u2f_keys", "passkeyctl reset"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: the message lacks %q:\n%s", args[:2], want, out)
+			}
+		}
+		if strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("%v: want one line, got:\n%s", args[:2], out)
+		}
+	}
+	if out, _ := ctl(t, ctlBin, sock, "", "list", "--json"); strings.Count(out, `"credentialId"`) != 3 {
+		t.Errorf("list after registering a non-discoverable credential: %s", out)
+	}
+
 	// Delete by a unique prefix, no PIN set.
 	out, code = ctl(t, ctlBin, sock, "", "delete", "--yes", ids[2][:20])
 	if code != 0 || !strings.Contains(out, "Deleted the passkey for carol on github.com") {
