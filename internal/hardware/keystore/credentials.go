@@ -360,6 +360,8 @@ func (s *Store) credentialBatch(after []byte, bad *badRecords) (out []*Credentia
 	}
 	var keys [][]byte
 	err = s.view(func(tx *bolt.Tx) error {
+		// A walk keeps no more than one batch's pages resident.
+		defer releaseMapping(tx)
 		c := tx.Bucket(bucketCred).Cursor()
 		key, val := c.First()
 		if after != nil {

@@ -202,9 +202,11 @@ func (s *Store) init() error {
 			// Only signing needs the counter: keep the rest of the store usable.
 			s.ctrErr = fmt.Errorf("keystore: signature counter: %w", err)
 		}
-		n = tx.Bucket(bucketCred).Stats().KeyN
 		return nil
 	})
+	if err == nil {
+		n, err = s.countCredentials()
+	}
 	if err != nil {
 		return fmt.Errorf("keystore: init: %w", err)
 	}
@@ -212,6 +214,27 @@ func (s *Store) init() error {
 	s.count.Store(int64(n))
 	return nil
 }
+
+// countCredentials counts the records of the cred bucket. It reads every
+// leaf page, so it lets go of the pages as it goes (releaseMapping):
+// opening a large store leaves no more of it resident than a small one.
+func (s *Store) countCredentials() (n int, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		defer releaseMapping(tx)
+		c := tx.Bucket(bucketCred).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if n++; n%countRelease == 0 {
+				releaseMapping(tx)
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// countRelease is how many records the count reads between releases of
+// the pages it read.
+const countRelease = 256
 
 // Close flushes pending LastUsedAt updates and device values, and closes
 // the file. Later calls
