@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -288,6 +289,24 @@ func listAll(b *testing.B, sock string) {
 	}
 }
 
+// syncBuffer is a bytes.Buffer for a process's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // passkeyd is a passkeyd process of a benchmark.
 type passkeyd struct {
 	cmd  *exec.Cmd
@@ -332,7 +351,14 @@ func startPasskeyd(b *testing.B, stateDir string) *passkeyd {
 	d.cmd = exec.Command(bin, "serve", "--state-dir", stateDir, "--tpm", "swtpm",
 		"--transport", fmt.Sprintf("udp:127.0.0.1:%d", port), "--prompt", "approve-all",
 		"--control", d.sock, "--log-level", "warn")
-	d.cmd.Stderr = os.Stderr
+	// Its log is kept, not printed: it would split the benchmark's line.
+	var log syncBuffer
+	d.cmd.Stdout, d.cmd.Stderr = &log, &log
+	b.Cleanup(func() {
+		if b.Failed() {
+			b.Logf("passkeyd's log:\n%s", log.String())
+		}
+	})
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its swtpm goes with it
 	if err := d.cmd.Start(); err != nil {
 		b.Fatal(err)
