@@ -48,7 +48,6 @@ type Store interface {
 	PutCredential(c *keystore.Credential, replaces ...[]byte) error
 	Credential(id []byte) (*keystore.Credential, error)
 	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
-	Credentials() ([]*keystore.Credential, error)
 	// ForEachCredential walks every credential holding a batch at a
 	// time; keystore.ErrSkipAll from fn ends it early.
 	ForEachCredential(fn func(*keystore.Credential) error) error

@@ -166,17 +166,6 @@ func (a *Authenticator) cmStart(sub uint64, p *credMgmtParams) ([]byte, error) {
 	}
 }
 
-func (a *Authenticator) allCredentials() ([]*keystore.Credential, error) {
-	creds, err := a.store.Credentials()
-	if err != nil && !errors.Is(err, keystore.ErrCorrupt) {
-		return nil, fmt.Errorf("list credentials: %w", err)
-	}
-	if err != nil {
-		a.log.Error("some credentials are unreadable", "err", err)
-	}
-	return creds, nil
-}
-
 func (a *Authenticator) cmMetadata() ([]byte, error) {
 	n := a.store.CountCredentials()
 	rem := max(0, a.capacity-n)
