@@ -321,7 +321,8 @@ var ErrSkipAll = errors.New("keystore: skip every remaining credential")
 // holds more than iterBatch records: it reads them in short read
 // transactions and calls fn between them, so fn may take its time (write
 // to a socket) without holding up writers, and a walk over any number of
-// credentials costs the memory of iterBatch. The walk is not a snapshot:
+// credentials costs the memory of iterBatch records, and of the file's
+// pages of releaseBatches batches (releaseMapping). The walk is not a snapshot:
 // a credential added or deleted during it may or may not be seen; every
 // other one is seen exactly once. An error from fn ends the walk and is
 // returned; unreadable records are skipped and reported at the end with
@@ -329,8 +330,8 @@ var ErrSkipAll = errors.New("keystore: skip every remaining credential")
 func (s *Store) ForEachCredential(fn func(*Credential) error) error {
 	var after []byte // last key read
 	var bad badRecords
-	for {
-		batch, last, err := s.credentialBatch(after, &bad)
+	for batches := 1; ; batches++ {
+		batch, last, err := s.credentialBatch(after, &bad, batches%releaseBatches == 0)
 		if err != nil {
 			return fmt.Errorf("keystore: credentials: %w", err)
 		}
@@ -348,10 +349,21 @@ func (s *Store) ForEachCredential(fn func(*Credential) error) error {
 	}
 }
 
+// releaseBatches is how many batches a walk reads between releases of
+// the file's pages (releaseMapping). A release costs more than reading a
+// batch (the kernel unmaps and flushes the TLB), and a read fault maps
+// the neighbouring cached pages too. Measured at 10,000 records on the
+// 2-core development machine: after every batch, the walk took 2.7 times
+// as long as Credentials; after every 4th, 1.0-2.4 times (noisy), and a
+// list's peak RSS was 19.4 MB instead of 18.0 MB (45 MB before
+// streaming).
+const releaseBatches = 4
+
 // credentialBatch reads the credentials of up to iterBatch records with
 // keys after after (from the first when nil). last is the last key read,
-// nil once the bucket is done.
-func (s *Store) credentialBatch(after []byte, bad *badRecords) (out []*Credential, last []byte, err error) {
+// nil once the bucket is done. With release, and at the bucket's end, it
+// lets go of the file's pages.
+func (s *Store) credentialBatch(after []byte, bad *badRecords, release bool) (out []*Credential, last []byte, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	k, err := s.keysLocked()
@@ -360,8 +372,11 @@ func (s *Store) credentialBatch(after []byte, bad *badRecords) (out []*Credentia
 	}
 	var keys [][]byte
 	err = s.view(func(tx *bolt.Tx) error {
-		// A walk keeps no more than one batch's pages resident.
-		defer releaseMapping(tx)
+		defer func() {
+			if release || last == nil {
+				releaseMapping(tx)
+			}
+		}()
 		c := tx.Bucket(bucketCred).Cursor()
 		key, val := c.First()
 		if after != nil {
