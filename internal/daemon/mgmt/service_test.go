@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,25 +12,11 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
-	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
-// sharedTPM is the in-process reference simulator (a process-wide
-// singleton): go test -tags tpmsim.
-var sharedTPM *tpm.TPM
-
-func TestMain(m *testing.M) {
-	t, err := tpm.Open(tpm.Config{Spec: "sim"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open TPM simulator:", err)
-		os.Exit(1)
-	}
-	sharedTPM = t
-	code := m.Run()
-	t.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { tpmsim.Main(m) }
 
 // serve runs the management operations of an authenticator holding n
 // credentials (more than a store walk's batch) on a control socket.
@@ -43,7 +28,7 @@ func serve(t *testing.T, n int) (sock string, st *keystore.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	a, err := ctap2.New(ctap2.Config{TPM: sharedTPM, Store: st, Prompt: prompt.ApproveAll{}})
+	a, err := ctap2.New(ctap2.Config{TPM: tpmsim.TPM(), Store: st, Prompt: prompt.ApproveAll{}})
 	if err != nil {
 		t.Fatal(err)
 	}
