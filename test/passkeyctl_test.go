@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,6 +87,23 @@ func TestPasskeyctl(t *testing.T) {
 	}
 	if creds[0].RPID != "example.com" || creds[2].RPID != "github.com" || creds[0].LastUsedAt != nil || creds[0].Algorithm != -7 || strings.Contains(creds[0].CredentialID, "=") {
 		t.Errorf("JSON content: %+v", creds[0])
+	}
+	// --sort none --json streams the same array, in the daemon's order.
+	out, code = ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "none")
+	var unsorted []mgmtapi.Credential
+	if code != 0 || json.Unmarshal([]byte(out), &unsorted) != nil || len(unsorted) != 3 {
+		t.Fatalf("list --json --sort none (%d): %s", code, out)
+	}
+	slices.SortFunc(unsorted, func(a, b mgmtapi.Credential) int { return strings.Compare(a.RPID+a.UserName, b.RPID+b.UserName) })
+	if !reflect.DeepEqual(unsorted, creds) {
+		t.Errorf("--sort none: %+v\nwant the credentials of --sort rp: %+v", unsorted, creds)
+	}
+	sorted, _ := ctl(t, ctlBin, sock, "", "list", "--json", "--rp", "github.com")
+	if streamed, _ := ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "none", "--rp", "github.com"); streamed != sorted {
+		t.Errorf("one credential: --sort none prints\n%s\nwhere --sort created prints\n%s", streamed, sorted)
+	}
+	if out, _ := ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "none", "--rp", "nothing.example"); out != "[]\n" {
+		t.Errorf("--sort none without a match: %q, want []", out)
 	}
 	// Filters.
 	if out, _ := ctl(t, ctlBin, sock, "", "list", "--filter", "BOB", "--json"); strings.Count(out, `"credentialId"`) != 1 || !strings.Contains(out, `"bob"`) {

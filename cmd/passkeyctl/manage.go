@@ -173,6 +173,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
   passkeyctl list --filter github
   passkeyctl list --rp example.com --sort used
   passkeyctl list --json | jq -r '.[].rpId'
+  passkeyctl list --json --sort none > passkeys.json
   sudo passkeyctl list --user alice`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -186,6 +187,9 @@ func newListCommand(g *globalOptions) *cobra.Command {
 			}
 			if err := sortCreds(nil, sortBy); err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			if asJSON && sortBy == "none" {
+				return streamJSON(cmd.Context(), g, args, cmd.OutOrStdout(), filter, rp)
 			}
 			// Filtered as they arrive: only the matches are kept, to sort.
 			creds := []mgmtapi.Credential{}
@@ -211,7 +215,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&filter, "filter", "", "show passkeys whose site or user contains TEXT (case-insensitive)")
 	cmd.Flags().StringVar(&rp, "rp", "", "show only passkeys of this site (relying party ID)")
-	cmd.Flags().StringVar(&sortBy, "sort", "created", "sort by: rp, user, created, used (newest first for times)")
+	cmd.Flags().StringVar(&sortBy, "sort", "created", "sort by: rp, user, created, used (newest first for times), or none (the daemon's order; with --json printed as they arrive, nothing kept)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	cmd.Flags().StringVar(&forUser, "user", "", userFlagHelp+" to list")
 	return cmd
@@ -249,6 +253,45 @@ object leaves the daemon. Without --user it is your own namespace.`,
 	}
 	cmd.Flags().StringVar(&forUser, "user", "", userFlagHelp+" to export")
 	return cmd
+}
+
+// streamJSON is list --json --sort none: the matching credentials as one
+// JSON array (as list --json prints it), each element written as it
+// arrives, so that neither the daemon nor passkeyctl holds the whole set.
+// A stream that fails midway leaves the array unfinished and fails.
+func streamJSON(ctx context.Context, g *globalOptions, args any, out io.Writer, filter, rp string) error {
+	w := bufio.NewWriter(out)
+	w.WriteString("[")
+	n := 0
+	var encErr error
+	err := listStream(ctx, g, mgmtapi.OpList, args, nil, func(c mgmtapi.Credential) {
+		if !matchCred(c, filter, rp) || encErr != nil {
+			return
+		}
+		b, err := json.MarshalIndent(c, "  ", "  ")
+		if err != nil {
+			encErr = err
+			return
+		}
+		if n > 0 {
+			w.WriteString(",")
+		}
+		w.WriteString("\n  ")
+		w.Write(b)
+		n++
+	})
+	if err == nil {
+		err = encErr
+	}
+	if err != nil {
+		w.Flush()
+		return err
+	}
+	if n > 0 {
+		w.WriteString("\n")
+	}
+	w.WriteString("]\n")
+	return w.Flush()
 }
 
 // exportNamespace collects OpExport's stream into one Export, its
@@ -295,8 +338,10 @@ func sortCreds(creds []mgmtapi.Credential, by string) error {
 		less = func(a, b mgmtapi.Credential) bool { return a.CreatedAt.After(b.CreatedAt) }
 	case "used":
 		less = func(a, b mgmtapi.Credential) bool { return used(a).After(used(b)) }
+	case "none":
+		return nil
 	default:
-		return fmt.Errorf("--sort %q: want rp, user, created or used", by)
+		return fmt.Errorf("--sort %q: want rp, user, created, used or none", by)
 	}
 	sort.SliceStable(creds, func(i, j int) bool { return less(creds[i], creds[j]) })
 	return nil
