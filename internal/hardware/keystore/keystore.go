@@ -237,8 +237,7 @@ func (s *Store) countCredentials() (n int, err error) {
 const countRelease = 256
 
 // Close flushes pending LastUsedAt updates and device values, and closes
-// the file. Later calls
-// return the first call's result.
+// the file. Later calls return the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
