@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make bench: CTAP operations end to end through CTAPHID, next to the TPM
 # floor for the same work measured in the same run (x-floor = ratio of
-# medians), the 10,000-credential scale run, then the TPM and store
-# micro-benchmarks.
+# medians), the 10,000-credential scale run (in process, then a passkeyd
+# process's peak RSS: rss-*-MB, VmHWM), then the TPM and store
+# micro-benchmarks. PASSKEYD_BENCH_SCALE_DIR=DIR keeps the scale run's
+# filled state dir for the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Test flags from the Makefile (GOTESTFLAGS: the tpmsim tag, which compiles

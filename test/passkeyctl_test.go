@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -86,6 +88,23 @@ func TestPasskeyctl(t *testing.T) {
 	if creds[0].RPID != "example.com" || creds[2].RPID != "github.com" || creds[0].LastUsedAt != nil || creds[0].Algorithm != -7 || strings.Contains(creds[0].CredentialID, "=") {
 		t.Errorf("JSON content: %+v", creds[0])
 	}
+	// --sort none --json streams the same array, in the daemon's order.
+	out, code = ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "none")
+	var unsorted []mgmtapi.Credential
+	if code != 0 || json.Unmarshal([]byte(out), &unsorted) != nil || len(unsorted) != 3 {
+		t.Fatalf("list --json --sort none (%d): %s", code, out)
+	}
+	slices.SortFunc(unsorted, func(a, b mgmtapi.Credential) int { return strings.Compare(a.RPID+a.UserName, b.RPID+b.UserName) })
+	if !reflect.DeepEqual(unsorted, creds) {
+		t.Errorf("--sort none: %+v\nwant the credentials of --sort rp: %+v", unsorted, creds)
+	}
+	sorted, _ := ctl(t, ctlBin, sock, "", "list", "--json", "--rp", "github.com")
+	if streamed, _ := ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "none", "--rp", "github.com"); streamed != sorted {
+		t.Errorf("one credential: --sort none prints\n%s\nwhere --sort created prints\n%s", streamed, sorted)
+	}
+	if out, _ := ctl(t, ctlBin, sock, "", "list", "--json", "--sort", "none", "--rp", "nothing.example"); out != "[]\n" {
+		t.Errorf("--sort none without a match: %q, want []", out)
+	}
 	// Filters.
 	if out, _ := ctl(t, ctlBin, sock, "", "list", "--filter", "BOB", "--json"); strings.Count(out, `"credentialId"`) != 1 || !strings.Contains(out, `"bob"`) {
 		t.Errorf("--filter BOB: %s", out)
@@ -95,6 +114,31 @@ func TestPasskeyctl(t *testing.T) {
 	}
 	if _, code := ctl(t, ctlBin, sock, "", "list", "--sort", "size"); code != 2 {
 		t.Errorf("bad --sort: exit %d", code)
+	}
+
+	// A non-discoverable credential (pam-u2f's and ssh-keygen's default)
+	// is not stored: delete cannot find it and says why and what revokes it.
+	out, err = runPython(t, d.port, "register.py", "--non-discoverable", "ssh:", "alice")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		t.Fatalf("register a non-discoverable credential: %v: %s", err, out)
+	}
+	nd := strings.TrimSpace(out)
+	for _, args := range [][]string{{"delete", "--yes", nd}, {"delete", "--yes", "--rp", "ssh:"}} {
+		out, code := ctl(t, ctlBin, sock, "", args...)
+		if code != 5 {
+			t.Errorf("%v: exit %d, want 5 (not found): %s", args[:2], code, out)
+		}
+		for _, want := range []string{"no passkey matches", "non-discoverable", "is not stored", "pam-u2f", "authorized_keys", "u2f_keys", "passkeyctl reset"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: the message lacks %q:\n%s", args[:2], want, out)
+			}
+		}
+		if strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("%v: want one line, got:\n%s", args[:2], out)
+		}
+	}
+	if out, _ := ctl(t, ctlBin, sock, "", "list", "--json"); strings.Count(out, `"credentialId"`) != 3 {
+		t.Errorf("list after registering a non-discoverable credential: %s", out)
 	}
 
 	// Delete by a unique prefix, no PIN set.

@@ -39,7 +39,11 @@ func call(ctx context.Context, g *globalOptions, op string, args, result any) er
 		return err
 	}
 	defer cl.Close()
-	err = cl.CallContext(ctx, op, args, result)
+	return callError(cl.CallContext(ctx, op, args, result))
+}
+
+// callError maps a failed operation to an exit code.
+func callError(err error) error {
 	var ce *control.Error
 	switch {
 	case err == nil:
@@ -89,6 +93,51 @@ func (t *terminalIO) confirm(question string) (bool, error) {
 	return a == "y" || a == "yes", nil
 }
 
+// listStream runs a credential stream (mgmtapi.OpList, OpExport): it
+// calls export with the Export that opens OpExport's stream and each
+// with every credential as it arrives, and checks that the stream ended
+// complete. Only what the callbacks keep stays in memory.
+func listStream(ctx context.Context, g *globalOptions, op string, args any, export func(mgmtapi.Export), each func(mgmtapi.Credential)) error {
+	cl, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	st, err := cl.Stream(op, args)
+	if err != nil {
+		return callError(err)
+	}
+	defer context.AfterFunc(ctx, func() { st.Close() })()
+	for n := 0; ; {
+		var m mgmtapi.ListMessage
+		if err := st.Recv(&m); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("passkeyd ended the list after %d passkeys without saying it was complete", n)
+			}
+			return err
+		}
+		switch {
+		case m.Error != "":
+			return fmt.Errorf("passkeyd stopped the list after %d passkeys: %s", n, m.Error)
+		case m.Export != nil:
+			if export != nil {
+				export(*m.Export)
+			}
+		case m.Credential != nil:
+			n++
+			each(*m.Credential)
+		case m.End:
+			if m.Count != n {
+				return fmt.Errorf("passkeyd sent %d passkeys but says it listed %d", n, m.Count)
+			}
+			return nil
+		}
+	}
+}
+
 func getInfo(ctx context.Context, g *globalOptions) (mgmtapi.Info, error) {
 	var in mgmtapi.Info
 	return in, call(ctx, g, mgmtapi.OpInfo, nil, &in)
@@ -124,6 +173,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
   passkeyctl list --filter github
   passkeyctl list --rp example.com --sort used
   passkeyctl list --json | jq -r '.[].rpId'
+  passkeyctl list --json --sort none > passkeys.json
   sudo passkeyctl list --user alice`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -135,11 +185,22 @@ func newListCommand(g *globalOptions) *cobra.Command {
 				}
 				args = a
 			}
-			var creds []mgmtapi.Credential
-			if err := call(cmd.Context(), g, mgmtapi.OpList, args, &creds); err != nil {
+			if err := sortCreds(nil, sortBy); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			if asJSON && sortBy == "none" {
+				return streamJSON(cmd.Context(), g, args, cmd.OutOrStdout(), filter, rp)
+			}
+			// Filtered as they arrive: only the matches are kept, to sort.
+			creds := []mgmtapi.Credential{}
+			err := listStream(cmd.Context(), g, mgmtapi.OpList, args, nil, func(c mgmtapi.Credential) {
+				if matchCred(c, filter, rp) {
+					creds = append(creds, c)
+				}
+			})
+			if err != nil {
 				return err
 			}
-			creds = filterCreds(creds, filter, rp)
 			if err := sortCreds(creds, sortBy); err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
@@ -154,7 +215,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&filter, "filter", "", "show passkeys whose site or user contains TEXT (case-insensitive)")
 	cmd.Flags().StringVar(&rp, "rp", "", "show only passkeys of this site (relying party ID)")
-	cmd.Flags().StringVar(&sortBy, "sort", "created", "sort by: rp, user, created, used (newest first for times)")
+	cmd.Flags().StringVar(&sortBy, "sort", "created", "sort by: rp, user, created, used (newest first for times), or none (the daemon's order; with --json printed as they arrive, nothing kept)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	cmd.Flags().StringVar(&forUser, "user", "", userFlagHelp+" to list")
 	return cmd
@@ -181,8 +242,8 @@ object leaves the daemon. Without --user it is your own namespace.`,
 				}
 				args = a
 			}
-			var out mgmtapi.Export
-			if err := call(cmd.Context(), g, mgmtapi.OpExport, args, &out); err != nil {
+			out, err := exportNamespace(cmd.Context(), g, args)
+			if err != nil {
 				return err
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
@@ -194,19 +255,70 @@ object leaves the daemon. Without --user it is your own namespace.`,
 	return cmd
 }
 
-func filterCreds(creds []mgmtapi.Credential, filter, rp string) []mgmtapi.Credential {
-	f := strings.ToLower(filter)
-	out := creds[:0:0]
-	for _, c := range creds {
-		if rp != "" && c.RPID != rp {
-			continue
+// streamJSON is list --json --sort none: the matching credentials as one
+// JSON array (as list --json prints it), each element written as it
+// arrives, so that neither the daemon nor passkeyctl holds the whole set.
+// A stream that fails midway leaves the array unfinished and fails.
+func streamJSON(ctx context.Context, g *globalOptions, args any, out io.Writer, filter, rp string) error {
+	w := bufio.NewWriter(out)
+	w.WriteString("[")
+	n := 0
+	var encErr error
+	err := listStream(ctx, g, mgmtapi.OpList, args, nil, func(c mgmtapi.Credential) {
+		if !matchCred(c, filter, rp) || encErr != nil {
+			return
 		}
-		if f != "" && !strings.Contains(strings.ToLower(c.RPID+"\x00"+c.RPName+"\x00"+c.UserName+"\x00"+c.UserDisplayName), f) {
-			continue
+		b, err := json.MarshalIndent(c, "  ", "  ")
+		if err != nil {
+			encErr = err
+			return
 		}
-		out = append(out, c)
+		if n > 0 {
+			w.WriteString(",")
+		}
+		w.WriteString("\n  ")
+		w.Write(b)
+		n++
+	})
+	if err == nil {
+		err = encErr
 	}
-	return out
+	if err != nil {
+		w.Flush()
+		return err
+	}
+	if n > 0 {
+		w.WriteString("\n")
+	}
+	w.WriteString("]\n")
+	return w.Flush()
+}
+
+// exportNamespace collects OpExport's stream into one Export, its
+// credentials newest first.
+func exportNamespace(ctx context.Context, g *globalOptions, args any) (mgmtapi.Export, error) {
+	var out mgmtapi.Export
+	creds := []mgmtapi.Credential{}
+	err := listStream(ctx, g, mgmtapi.OpExport, args, func(e mgmtapi.Export) { out = e },
+		func(c mgmtapi.Credential) { creds = append(creds, c) })
+	if err != nil {
+		return out, err
+	}
+	if err := sortCreds(creds, "created"); err != nil {
+		return out, err
+	}
+	out.Credentials = creds
+	return out, nil
+}
+
+// matchCred is list's --filter (case-insensitive, in the site and the
+// user's names) and --rp (exact).
+func matchCred(c mgmtapi.Credential, filter, rp string) bool {
+	if rp != "" && c.RPID != rp {
+		return false
+	}
+	f := strings.ToLower(filter)
+	return f == "" || strings.Contains(strings.ToLower(c.RPID+"\x00"+c.RPName+"\x00"+c.UserName+"\x00"+c.UserDisplayName), f)
 }
 
 func sortCreds(creds []mgmtapi.Credential, by string) error {
@@ -226,8 +338,10 @@ func sortCreds(creds []mgmtapi.Credential, by string) error {
 		less = func(a, b mgmtapi.Credential) bool { return a.CreatedAt.After(b.CreatedAt) }
 	case "used":
 		less = func(a, b mgmtapi.Credential) bool { return used(a).After(used(b)) }
+	case "none":
+		return nil
 	default:
-		return fmt.Errorf("--sort %q: want rp, user, created or used", by)
+		return fmt.Errorf("--sort %q: want rp, user, created, used or none", by)
 	}
 	sort.SliceStable(creds, func(i, j int) bool { return less(creds[i], creds[j]) })
 	return nil
@@ -255,25 +369,43 @@ func printTable(w io.Writer, creds []mgmtapi.Credential) {
 	tw.Flush()
 }
 
-// resolve finds the passkeys a delete names: one ID prefix, or --rp and
-// --user together.
-func resolve(creds []mgmtapi.Credential, prefix, rp, user string) ([]mgmtapi.Credential, error) {
-	var out []mgmtapi.Credential
-	for _, c := range creds {
-		switch {
-		case prefix != "" && strings.HasPrefix(c.CredentialID, prefix):
-			out = append(out, c)
-		case prefix == "" && c.RPID == rp && (user == "" || c.UserName == user):
-			out = append(out, c)
+// deleteMatches reports whether c is one a delete names: by an ID
+// prefix, or by --rp and --user together.
+func deleteMatches(c mgmtapi.Credential, prefix, rp, user string) bool {
+	if prefix != "" {
+		return strings.HasPrefix(c.CredentialID, prefix)
+	}
+	return c.RPID == rp && (user == "" || c.UserName == user)
+}
+
+// notStoredHelp says why a delete can find nothing that a site or a
+// program still accepts, and what revokes it. passkeyd stores only
+// discoverable credentials; a non-discoverable one's ID is its key,
+// wrapped by the TPM (the README's "Keys and secrets"), so there is no
+// record to list or delete.
+const notStoredHelp = `passkeyctl lists and deletes the passkeys stored on this machine, which are the discoverable credentials. ` +
+	`A non-discoverable credential (the default of pam-u2f's pamu2fcfg and of ssh-keygen -t ecdsa-sk, and of sites that do not ask for a passkey) ` +
+	`is not stored: its ID carries its key, sealed by this machine's TPM, so there is nothing here to delete. ` +
+	`Revoke it where it is registered: remove it from the site's security settings, ` +
+	`its line from ~/.ssh/authorized_keys (and the key file from ~/.ssh), or its line from the pam-u2f mapping file (~/.config/Yubico/u2f_keys by default); ` +
+	`or make every credential of this machine unusable with passkeyctl reset, which deletes every passkey too.`
+
+// resolve checks the passkeys a delete found.
+func resolve(found []mgmtapi.Credential, prefix, rp, user string) ([]mgmtapi.Credential, error) {
+	if len(found) == 0 {
+		what := fmt.Sprintf("ID prefix %q", prefix)
+		if prefix == "" {
+			what = fmt.Sprintf("site %q", rp)
+			if user != "" {
+				what += fmt.Sprintf(" and user %q", user)
+			}
 		}
+		return nil, &exitError{code: exitNotFound, err: fmt.Errorf("no passkey matches %s. %s", what, notStoredHelp)}
 	}
-	if len(out) == 0 {
-		return nil, &exitError{code: exitNotFound, err: errors.New("no passkey matches")}
+	if prefix != "" && len(found) > 1 {
+		return nil, &exitError{code: exitNotFound, err: fmt.Errorf("ID prefix %q matches %d passkeys: give more of it", prefix, len(found))}
 	}
-	if prefix != "" && len(out) > 1 {
-		return nil, &exitError{code: exitNotFound, err: fmt.Errorf("ID prefix %q matches %d passkeys: give more of it", prefix, len(out))}
-	}
-	return out, nil
+	return found, nil
 }
 
 func newDeleteCommand(g *globalOptions) *cobra.Command {
@@ -296,11 +428,16 @@ func newDeleteCommand(g *globalOptions) *cobra.Command {
 			if (prefix == "") == (rp == "") || (prefix != "" && user != "") {
 				return &exitError{code: exitUsage, err: errors.New("name the passkey by an ID prefix, or by --rp (and --user)")}
 			}
-			var creds []mgmtapi.Credential
-			if err := call(cmd.Context(), g, mgmtapi.OpList, nil, &creds); err != nil {
+			var found []mgmtapi.Credential
+			err := listStream(cmd.Context(), g, mgmtapi.OpList, nil, nil, func(c mgmtapi.Credential) {
+				if deleteMatches(c, prefix, rp, user) {
+					found = append(found, c)
+				}
+			})
+			if err != nil {
 				return err
 			}
-			victims, err := resolve(creds, prefix, rp, user)
+			victims, err := resolve(found, prefix, rp, user)
 			if err != nil {
 				return err
 			}
@@ -574,8 +711,8 @@ func removeNamespace(cmd *cobra.Command, g *globalOptions, forUser string, yes, 
 	if err != nil {
 		return err
 	}
-	var ns mgmtapi.Export
-	if err := call(cmd.Context(), g, mgmtapi.OpExport, a, &ns); err != nil {
+	ns, err := exportNamespace(cmd.Context(), g, a)
+	if err != nil {
 		return err
 	}
 	if !ns.Exists {

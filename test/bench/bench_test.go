@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ type rig struct {
 	store *keystore.Store
 	auth  *ctap2.Authenticator
 	kit   *ctaptest.Client // the platform, on a CTAPHID channel
+	close func()           // idempotent
 }
 
 func newRig(b *testing.B) *rig { return newRigAttesting(b, ctap2.AttestationSelf) }
@@ -47,7 +49,14 @@ func newRig(b *testing.B) *rig { return newRigAttesting(b, ctap2.AttestationSelf
 // --attestation).
 func newRigAttesting(b *testing.B, mode ctap2.AttestationMode) *rig {
 	b.Helper()
-	dir := b.TempDir()
+	return openRig(b, b.TempDir(), mode)
+}
+
+// openRig is a rig on the state dir dir (as passkeyd serve --state-dir
+// lays it out). Its close, also run at the benchmark's end, releases the
+// TPM and the store, so that a passkeyd process can take them over.
+func openRig(b *testing.B, dir string, mode ctap2.AttestationMode) *rig {
+	b.Helper()
 	spec := os.Getenv("PASSKEYD_BENCH_TPM")
 	if spec == "" {
 		spec = "swtpm"
@@ -83,7 +92,17 @@ func newRigAttesting(b *testing.B, mode ctap2.AttestationMode) *rig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &rig{tpm: t, store: st, auth: a, kit: ctaptest.NewClient(c, 2)}
+	var once sync.Once
+	close := func() {
+		once.Do(func() {
+			cancel()
+			p.Close()
+			st.Close()
+			t.Close()
+		})
+	}
+	b.Cleanup(close)
+	return &rig{tpm: t, store: st, auth: a, kit: ctaptest.NewClient(c, 2), close: close}
 }
 
 func (r *rig) cbor(b *testing.B, cmd byte, params any) map[int]cbor.RawMessage {

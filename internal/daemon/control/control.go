@@ -19,8 +19,9 @@
 // closed), "busy" (too many connections, see below), "failed" (the
 // operation's own error). A connection may
 // carry any number of requests, answered in order. A stream operation
-// ("agent") answers once and then hands the connection to the operation,
-// which exchanges its own JSON messages on it.
+// (the prompt agent, passkeyctl's listings) answers once and then hands
+// the connection to the operation, which exchanges its own JSON messages
+// on it.
 //
 // # Authorisation
 //

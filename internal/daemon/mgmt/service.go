@@ -155,18 +155,40 @@ func userArgs(op string, raw json.RawMessage) (mgmtapi.UserArgs, error) {
 	return a, nil
 }
 
-// listCredentials is auth's credentials as passkeyctl shows them.
-func listCredentials(auth *ctap2.Authenticator) ([]mgmtapi.Credential, error) {
-	creds, err := auth.ListCredentials()
-	if err != nil {
-		return nil, err
+// streamCredentials sends auth's credentials on st as ListMessages, each
+// as the store's walk reads it (a batch at a time), then End. nil auth
+// (a user without a namespace) is an empty stream. An error before the
+// first message is returned unsent, so that the server refuses the
+// operation with it; after that it ends the stream as Error.
+func streamCredentials(st *control.Stream, auth *ctap2.Authenticator, sent int) error {
+	n := 0
+	if auth != nil {
+		err := auth.EachCredential(func(c keystore.Credential) error {
+			w := wireCredential(c)
+			if err := st.Send(mgmtapi.ListMessage{Credential: &w}); err != nil {
+				return errClientGone{err}
+			}
+			n++
+			return nil
+		})
+		var gone errClientGone
+		switch {
+		case errors.As(err, &gone):
+			return gone.err
+		case err != nil && sent+n == 0:
+			return err
+		case err != nil:
+			_ = st.Send(mgmtapi.ListMessage{Error: err.Error()})
+			return err
+		}
 	}
-	out := make([]mgmtapi.Credential, 0, len(creds))
-	for _, c := range creds {
-		out = append(out, wireCredential(c))
-	}
-	return out, nil
+	return st.Send(mgmtapi.ListMessage{End: true, Count: n})
 }
+
+// errClientGone is a failed send: nothing more can reach the client.
+type errClientGone struct{ err error }
+
+func (e errClientGone) Error() string { return e.err.Error() }
 
 // Register adds passkeyctl's operations to the control socket. Listing is
 // for the peers allowed admits (root and the owner); so are changes, and
@@ -261,46 +283,52 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 	if s.Seat != nil {
 		change = control.Anyone
 	}
-	srv.Handle(mgmtapi.OpList, own, func(_ context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+	// Listings are streams: a credential goes out as soon as it is read,
+	// so the daemon's memory does not grow with the number of passkeys.
+	srv.HandleRefusableStream(mgmtapi.OpList, own, func(_ context.Context, p control.Peer, raw json.RawMessage, st *control.Stream) error {
 		args, err := userArgs(mgmtapi.OpList, raw)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a, _, ok, err := s.target(p, args)
-		if err != nil || !ok {
-			return []mgmtapi.Credential{}, err
+		if err != nil {
+			return err
 		}
-		return listCredentials(a)
+		if !ok {
+			a = nil
+		}
+		return streamCredentials(st, a, 0)
 	})
-	srv.Handle(mgmtapi.OpExport, own, func(_ context.Context, p control.Peer, raw json.RawMessage) (any, error) {
+	srv.HandleRefusableStream(mgmtapi.OpExport, own, func(_ context.Context, p control.Peer, raw json.RawMessage, st *control.Stream) error {
 		args, err := userArgs(mgmtapi.OpExport, raw)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a, id, ok, err := s.target(p, args)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out := mgmtapi.Export{Credentials: []mgmtapi.Credential{}}
 		if id.Name != "" {
 			uid := id.UID
 			out.User, out.UID = id.Name, &uid
 		}
-		if !ok {
-			return out, nil
-		}
-		out.Exists, out.Directory = true, s.StateDir
-		if id.Name != "" {
-			if out.Directory, err = s.Users.NamespaceDir(id); err != nil {
-				return nil, err
+		if ok {
+			out.Exists, out.Directory = true, s.StateDir
+			if id.Name != "" {
+				if out.Directory, err = s.Users.NamespaceDir(id); err != nil {
+					return err
+				}
 			}
+			in := a.Info()
+			out.PINSet, out.PINRetries, out.MinPINLength, out.AlwaysUV = in.PINSet, in.PINRetries, in.MinPINLength, in.AlwaysUV
+		} else {
+			a = nil
 		}
-		in := a.Info()
-		out.PINSet, out.PINRetries, out.MinPINLength, out.AlwaysUV = in.PINSet, in.PINRetries, in.MinPINLength, in.AlwaysUV
-		if out.Credentials, err = listCredentials(a); err != nil {
-			return nil, err
+		if err := st.Send(mgmtapi.ListMessage{Export: &out}); err != nil {
+			return err
 		}
-		return out, nil
+		return streamCredentials(st, a, 1)
 	})
 	srv.Handle(mgmtapi.OpRemoveNamespace, control.RootOnly, func(_ context.Context, _ control.Peer, raw json.RawMessage) (any, error) {
 		args, err := userArgs(mgmtapi.OpRemoveNamespace, raw)

@@ -12,15 +12,18 @@ import "time"
 
 // Operation names on the control socket.
 const (
-	OpInfo   = "info"
-	OpList   = "list"
+	OpInfo = "info"
+	// OpList streams the credentials of a namespace (args UserArgs):
+	// see ListMessage.
+	OpList   = "list.stream"
 	OpDelete = "delete"
 	OpSetPIN = "pin.set"
 	OpReset  = "reset"
 	// OpAttestationCA answers AttestationCA.
 	OpAttestationCA = "attestation.ca"
-	// OpExport answers Export: a namespace's metadata (args UserArgs).
-	OpExport = "namespace.export"
+	// OpExport streams a namespace's metadata (args UserArgs): an Export
+	// and then its credentials, see ListMessage.
+	OpExport = "namespace.export.stream"
 	// OpRemoveNamespace deletes a user's namespace (args UserArgs; root
 	// only).
 	OpRemoveNamespace = "namespace.remove"
@@ -35,8 +38,10 @@ type UserArgs struct {
 	UID  *uint32 `json:"uid,omitempty"`
 }
 
-// Export is the answer to OpExport: what a namespace holds, without any
+// Export is what OpExport streams: what a namespace holds, without any
 // key (no key blob, credBlob, largeBlobKey, PIN object or sealed secret).
+// On the wire its Credentials follow it, one ListMessage each;
+// passkeyctl export prints it with them.
 type Export struct {
 	// User and UID name the namespace's user; both empty for the
 	// caller's own.
@@ -52,6 +57,22 @@ type Export struct {
 	MinPINLength int          `json:"minPinLength"`
 	AlwaysUV     bool         `json:"alwaysUv"`
 	Credentials  []Credential `json:"credentials"`
+}
+
+// ListMessage is one line of a credential stream (OpList, OpExport).
+// After {"ok": true} the daemon sends, for OpExport, an Export whose
+// Credentials are empty; then one message per credential, in no
+// particular order; then End with Count, the number of credentials sent.
+// A stream that fails midway ends with Error instead, and one that ends
+// with neither was cut off. The daemon sends each credential as it reads
+// it from the store, so it never holds the whole set however many there
+// are; a client that sorts collects them.
+type ListMessage struct {
+	Export     *Export     `json:"export,omitempty"`
+	Credential *Credential `json:"credential,omitempty"`
+	End        bool        `json:"end,omitempty"`
+	Count      int         `json:"count,omitempty"`
+	Error      string      `json:"error,omitempty"`
 }
 
 // AttestationCA is the answer to OpAttestationCA: the local attestation

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -72,9 +73,15 @@ func (s *Store) keysLocked() (*keys, error) {
 }
 
 // PutCredential stores c, replacing a credential with the same ID (which
-// keeps its place in creation order). It is durable when it returns, and a
-// failed call changes nothing.
-func (s *Store) PutCredential(c *Credential) error {
+// keeps its place in creation order), and deletes the credentials whose
+// IDs are in replaces (makeCredential's step 18: a new discoverable
+// credential replaces the RP's one for the same user handle), all in one
+// transaction: one commit, so the new credential and the old ones'
+// removal reach the disk together, and a crash leaves either the old
+// state or the new, never no credential. It is durable when it returns,
+// and a failed call changes nothing. An ID in replaces that is not stored
+// (or is c's own) is skipped.
+func (s *Store) PutCredential(c *Credential, replaces ...[]byte) error {
 	if c == nil {
 		return errors.New("keystore: put credential: nil credential")
 	}
@@ -88,10 +95,27 @@ func (s *Store) PutCredential(c *Credential) error {
 		return err
 	}
 	var added bool
+	var removed [][]byte
 	err = s.update(func(tx *bolt.Tx) error {
 		var err error
-		added, err = putCredential(tx, k, c)
-		return err
+		removed = removed[:0]
+		if added, err = putCredential(tx, k, c); err != nil {
+			return err
+		}
+		for _, id := range replaces {
+			if bytes.Equal(id, c.ID) {
+				continue
+			}
+			key := k.credKey(id)
+			found, err := deleteCredential(tx, k, key)
+			if err != nil {
+				return fmt.Errorf("replace: %w", err)
+			}
+			if found {
+				removed = append(removed, key)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("keystore: put credential: %w", err)
@@ -99,6 +123,7 @@ func (s *Store) PutCredential(c *Credential) error {
 	if added {
 		s.count.Add(1)
 	}
+	s.forget(removed...)
 	return nil
 }
 
@@ -282,6 +307,110 @@ func (s *Store) Credentials() ([]*Credential, error) {
 	return out, bad.err("keystore: credentials")
 }
 
+// iterBatch is how many records ForEachCredential decrypts per read
+// transaction: the memory a walk holds, and how long it keeps a
+// transaction open (a long one would make writers that grow the file wait).
+const iterBatch = 64
+
+// ErrSkipAll, returned by ForEachCredential's fn, ends the walk early; the
+// walk then returns nil (or the unreadable records' error).
+var ErrSkipAll = errors.New("keystore: skip every remaining credential")
+
+// ForEachCredential calls fn for every credential, in no particular order
+// (the store's key order: keys are HMACs). Unlike Credentials it never
+// holds more than iterBatch records: it reads them in short read
+// transactions and calls fn between them, so fn may take its time (write
+// to a socket) without holding up writers, and a walk over any number of
+// credentials costs the memory of iterBatch records, and of the file's
+// pages of releaseBatches batches (releaseMapping). The walk is not a snapshot:
+// a credential added or deleted during it may or may not be seen; every
+// other one is seen exactly once. An error from fn ends the walk and is
+// returned; unreadable records are skipped and reported at the end with
+// the same partial-result rule as Credentials.
+func (s *Store) ForEachCredential(fn func(*Credential) error) error {
+	var after []byte // last key read
+	var bad badRecords
+	for batches := 1; ; batches++ {
+		batch, last, err := s.credentialBatch(after, &bad, batches%releaseBatches == 0)
+		if err != nil {
+			return fmt.Errorf("keystore: credentials: %w", err)
+		}
+		for _, c := range batch {
+			if err := fn(c); errors.Is(err, ErrSkipAll) {
+				return bad.err("keystore: credentials")
+			} else if err != nil {
+				return err
+			}
+		}
+		if last == nil {
+			return bad.err("keystore: credentials")
+		}
+		after = last
+	}
+}
+
+// releaseBatches is how many batches a walk reads between releases of
+// the file's pages (releaseMapping). A release costs more than reading a
+// batch (the kernel unmaps and flushes the TLB), and a read fault maps
+// the neighbouring cached pages too. Measured at 10,000 records on the
+// 2-core development machine: after every batch, the walk took 2.7 times
+// as long as Credentials; after every 4th, 1.0-2.4 times (noisy), and a
+// list's peak RSS was 19.4 MB instead of 18.0 MB (45 MB before
+// streaming).
+const releaseBatches = 4
+
+// credentialBatch reads the credentials of up to iterBatch records with
+// keys after after (from the first when nil). last is the last key read,
+// nil once the bucket is done. With release, and at the bucket's end, it
+// lets go of the file's pages.
+func (s *Store) credentialBatch(after []byte, bad *badRecords, release bool) (out []*Credential, last []byte, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, err := s.keysLocked()
+	if err != nil {
+		return nil, nil, err
+	}
+	var keys [][]byte
+	err = s.view(func(tx *bolt.Tx) error {
+		defer func() {
+			if release || last == nil {
+				releaseMapping(tx)
+			}
+		}()
+		c := tx.Bucket(bucketCred).Cursor()
+		key, val := c.First()
+		if after != nil {
+			// Seek finds the next key even if after was deleted meanwhile.
+			if key, val = c.Seek(after); bytes.Equal(key, after) {
+				key, val = c.Next()
+			}
+		}
+		for n := 0; key != nil; key, val = c.Next() {
+			if n == iterBatch {
+				return nil // more to come: last is set
+			}
+			n++
+			last = bytes.Clone(key)
+			rec, err := k.open(key, val)
+			if err != nil {
+				bad.add(err)
+				continue
+			}
+			out = append(out, rec.credential())
+			keys = append(keys, last)
+		}
+		last = nil // the bucket is done
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, c := range out {
+		out[i] = s.withTouch(keys[i], c)
+	}
+	return out, last, nil
+}
+
 // DeleteCredential removes a credential; ErrNotFound if there is none. An
 // unreadable record can be deleted too: that is how it gets cleaned up.
 func (s *Store) DeleteCredential(id []byte) error {
@@ -293,30 +422,53 @@ func (s *Store) DeleteCredential(id []byte) error {
 	}
 	key := k.credKey(id)
 	err = s.update(func(tx *bolt.Tx) error {
-		creds, idx := tx.Bucket(bucketCred), tx.Bucket(bucketRP)
-		val := creds.Get(key)
-		if val == nil {
-			return ErrNotFound
+		found, err := deleteCredential(tx, k, key)
+		if err == nil && !found {
+			err = ErrNotFound
 		}
-		if rec, err := k.open(key, val); err != nil {
-			if err := dropIndexTo(idx, key); err != nil {
-				return err
-			}
-		} else if rec.Discoverable {
-			if err := idx.Delete(k.rpIndexKey(rec.RPID, rec.Seq)); err != nil {
-				return fmt.Errorf("drop index entry: %w", err)
-			}
-		}
-		return creds.Delete(key)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("keystore: delete credential: %w", err)
 	}
-	s.count.Add(-1)
-	s.touchMu.Lock()
-	delete(s.touches, string(key))
-	s.touchMu.Unlock()
+	s.forget(key)
 	return nil
+}
+
+// deleteCredential removes the record under key and its index entry
+// inside tx; found is false when there is no such record.
+func deleteCredential(tx *bolt.Tx, k *keys, key []byte) (found bool, err error) {
+	creds, idx := tx.Bucket(bucketCred), tx.Bucket(bucketRP)
+	val := creds.Get(key)
+	if val == nil {
+		return false, nil
+	}
+	if rec, err := k.open(key, val); err != nil {
+		if err := dropIndexTo(idx, key); err != nil {
+			return false, err
+		}
+	} else if rec.Discoverable {
+		if err := idx.Delete(k.rpIndexKey(rec.RPID, rec.Seq)); err != nil {
+			return false, fmt.Errorf("drop index entry: %w", err)
+		}
+	}
+	if err := creds.Delete(key); err != nil {
+		return false, fmt.Errorf("delete record: %w", err)
+	}
+	return true, nil
+}
+
+// forget accounts for deleted records: the count, and their pending uses.
+func (s *Store) forget(keys ...[]byte) {
+	if len(keys) == 0 {
+		return
+	}
+	s.count.Add(-int64(len(keys)))
+	s.touchMu.Lock()
+	for _, key := range keys {
+		delete(s.touches, string(key))
+	}
+	s.touchMu.Unlock()
 }
 
 // CountCredentials returns the number of stored credentials (readable or
@@ -362,26 +514,42 @@ func (s *Store) flushLoop() {
 		case <-s.stop:
 			return
 		case <-tick.C:
-			// A failure puts the batch back; it is retried next tick and
+			// A failure keeps the batch; it is retried next tick and
 			// finally reported by Close.
-			_ = s.flushTouches()
+			_ = s.flush()
 		}
 	}
 }
 
-// flushTouches writes pending uses in one transaction.
-func (s *Store) flushTouches() error {
+// flush writes pending uses and pending device values in one transaction.
+func (s *Store) flush() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	s.touchMu.Lock()
 	batch := s.touches
 	s.touches = make(map[string]time.Time)
+	values := len(s.pending)
 	s.touchMu.Unlock()
-	if len(batch) == 0 || s.k == nil {
+	k := s.k
+	if k == nil {
+		clear(batch) // sealed: no record to update
+	}
+	if len(batch) == 0 && values == 0 {
 		return nil
 	}
-	k := s.k
+	var written map[string]pendingValue
 	err := s.update(func(tx *bolt.Tx) error {
+		// Taken inside the transaction: a Put of the same name runs
+		// either before it (and dropped the value) or after it.
+		s.touchMu.Lock()
+		written = maps.Clone(s.pending)
+		s.touchMu.Unlock()
+		dev := tx.Bucket(bucketDevice)
+		for name, p := range written {
+			if err := dev.Put([]byte(name), p.v); err != nil {
+				return fmt.Errorf("write %q: %w", name, err)
+			}
+		}
 		creds := tx.Bucket(bucketCred)
 		for key, t := range batch {
 			dbKey := []byte(key)
@@ -407,15 +575,21 @@ func (s *Store) flushTouches() error {
 		}
 		return nil
 	})
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
 	if err != nil {
-		s.touchMu.Lock()
+		// Values stay pending; uses go back, unless newer ones came.
 		for key, t := range batch {
 			if t.After(s.touches[key]) {
 				s.touches[key] = t
 			}
 		}
-		s.touchMu.Unlock()
-		return fmt.Errorf("keystore: flush last-used times: %w", err)
+		return fmt.Errorf("keystore: flush last-used times and device values: %w", err)
+	}
+	for name, p := range written {
+		if s.pending[name].gen == p.gen {
+			delete(s.pending, name)
+		}
 	}
 	return nil
 }

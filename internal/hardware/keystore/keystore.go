@@ -83,6 +83,13 @@ var (
 
 var errClosed = errors.New("keystore: store is closed")
 
+// pendingValue is a device value waiting for the flusher. gen tells it
+// from a later PutEventually of the same name.
+type pendingValue struct {
+	v   []byte
+	gen uint64
+}
+
 // lockedError carries the exact message the daemon shows; it matches ErrLocked.
 type lockedError struct{ dir, path string }
 
@@ -102,15 +109,20 @@ type Store struct {
 	mu sync.RWMutex
 	k  *keys // nil while sealed
 
-	count atomic.Int64 // records in the cred bucket
+	count   atomic.Int64 // records in the cred bucket
+	commits atomic.Int64 // write transactions run: each is a commit with its syncs
 
 	ctrMu    sync.Mutex
 	ctrNext  uint64 // next value to hand out
 	ctrLimit uint64 // last value durably reserved
 	ctrErr   error  // counter unreadable on disk
 
+	// touchMu guards the writes the flusher batches: uses of credentials
+	// and device values given to PutEventually.
 	touchMu sync.Mutex
 	touches map[string]time.Time // cred bucket key -> latest pending use
+	pending map[string]pendingValue
+	pendGen uint64 // last pendingValue.gen handed out
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -148,6 +160,7 @@ func Open(dir string) (*Store, error) {
 	s := &Store{
 		db:      db,
 		touches: make(map[string]time.Time),
+		pending: make(map[string]pendingValue),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -189,9 +202,11 @@ func (s *Store) init() error {
 			// Only signing needs the counter: keep the rest of the store usable.
 			s.ctrErr = fmt.Errorf("keystore: signature counter: %w", err)
 		}
-		n = tx.Bucket(bucketCred).Stats().KeyN
 		return nil
 	})
+	if err == nil {
+		n, err = s.countCredentials()
+	}
 	if err != nil {
 		return fmt.Errorf("keystore: init: %w", err)
 	}
@@ -200,16 +215,37 @@ func (s *Store) init() error {
 	return nil
 }
 
-// Close flushes pending LastUsedAt updates and closes the file. Later calls
-// return the first call's result.
+// countCredentials counts the records of the cred bucket. It reads every
+// leaf page, so it lets go of the pages as it goes (releaseMapping):
+// opening a large store leaves no more of it resident than a small one.
+func (s *Store) countCredentials() (n int, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		defer releaseMapping(tx)
+		c := tx.Bucket(bucketCred).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if n++; n%countRelease == 0 {
+				releaseMapping(tx)
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// countRelease is how many records the count reads between releases of
+// the pages it read.
+const countRelease = 256
+
+// Close flushes pending LastUsedAt updates and device values, and closes
+// the file. Later calls return the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		close(s.stop)
 		<-s.done
 		var ferr, cerr error
-		if err := s.flushTouches(); err != nil {
-			ferr = fmt.Errorf("keystore: close: flush last-used times: %w", err)
+		if err := s.flush(); err != nil {
+			ferr = fmt.Errorf("keystore: close: %w", err)
 		}
 		if err := s.db.Close(); err != nil {
 			cerr = fmt.Errorf("keystore: close: %w", err)
@@ -219,10 +255,17 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Get returns the device value stored under name.
+// Get returns the device value stored under name (a pending
+// PutEventually's value included).
 func (s *Store) Get(name string) ([]byte, error) {
 	if name == "" {
 		return nil, errors.New("keystore: get: empty name")
+	}
+	s.touchMu.Lock()
+	p, ok := s.pending[name]
+	s.touchMu.Unlock()
+	if ok {
+		return bytes.Clone(p.v), nil
 	}
 	var out []byte
 	err := s.view(func(tx *bolt.Tx) error {
@@ -241,11 +284,13 @@ func (s *Store) Get(name string) ([]byte, error) {
 }
 
 // Put stores a device value; it is on disk (fsync'ed) when Put returns.
+// It supersedes a pending PutEventually of the same name.
 func (s *Store) Put(name string, value []byte) error {
 	if name == "" {
 		return errors.New("keystore: put: empty name")
 	}
 	err := s.update(func(tx *bolt.Tx) error {
+		s.dropPending(name)
 		return tx.Bucket(bucketDevice).Put([]byte(name), bytes.Clone(value))
 	})
 	if err != nil {
@@ -254,12 +299,40 @@ func (s *Store) Put(name string, value []byte) error {
 	return nil
 }
 
+// PutEventually stores a device value without a disk sync on the caller's
+// path: Get sees it at once, and the background flusher writes it (with
+// the pending last-used times, in one commit) about a second later, or
+// Close does. A crash before then, or a write that keeps failing, leaves
+// the previous value on disk: use it only for a value whose previous one
+// is the safe one to come back to, such as a PIN retry counter going
+// back up after a right PIN (the attempt was counted durably before the
+// check). A later Put, Delete or Wipe supersedes it.
+func (s *Store) PutEventually(name string, value []byte) {
+	if name == "" {
+		return
+	}
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
+	s.pendGen++
+	s.pending[name] = pendingValue{v: bytes.Clone(value), gen: s.pendGen}
+}
+
+// dropPending forgets a pending value of name. Called inside a write
+// transaction: bbolt runs one at a time, so the flusher's transaction
+// either wrote the pending value before this one or never sees it.
+func (s *Store) dropPending(name string) {
+	s.touchMu.Lock()
+	delete(s.pending, name)
+	s.touchMu.Unlock()
+}
+
 // Delete removes a device value. Deleting an absent name is not an error.
 func (s *Store) Delete(name string) error {
 	if name == "" {
 		return errors.New("keystore: delete: empty name")
 	}
 	err := s.update(func(tx *bolt.Tx) error {
+		s.dropPending(name)
 		return tx.Bucket(bucketDevice).Delete([]byte(name))
 	})
 	if err != nil {
@@ -281,11 +354,16 @@ func (s *Store) Wipe(keep ...string) error {
 	defer s.mu.Unlock()
 	err := s.update(func(tx *bolt.Tx) error {
 		kept := make(map[string][]byte, len(keep))
+		s.touchMu.Lock()
 		for _, name := range keep {
-			if v := tx.Bucket(bucketDevice).Get([]byte(name)); v != nil {
+			if p, ok := s.pending[name]; ok {
+				kept[name] = p.v
+			} else if v := tx.Bucket(bucketDevice).Get([]byte(name)); v != nil {
 				kept[name] = bytes.Clone(v)
 			}
 		}
+		clear(s.pending)
+		s.touchMu.Unlock()
 		for _, name := range [][]byte{bucketDevice, bucketCred, bucketRP} {
 			if err := tx.DeleteBucket(name); err != nil {
 				return fmt.Errorf("delete bucket %s: %w", name, err)
@@ -312,6 +390,11 @@ func (s *Store) Wipe(keep ...string) error {
 	return nil
 }
 
+// Commits is the number of write transactions run since Open: each is a
+// bbolt commit, which syncs the file (twice: the pages, then the meta
+// page). Tests and benchmarks count the syncs an operation costs with it.
+func (s *Store) Commits() int64 { return s.commits.Load() }
+
 // view and update run bbolt transactions. bbolt panics on some structural
 // damage to its pages; the panic is turned into an error so a bad file
 // fails the operation instead of killing the daemon (bbolt rolls back first).
@@ -326,6 +409,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	s.commits.Add(1)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverDamage(&err)
 	return s.db.Update(fn)

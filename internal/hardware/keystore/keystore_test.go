@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -549,6 +550,11 @@ func TestCorruptRecords(t *testing.T) {
 			if !errors.Is(err, ErrCorrupt) || !reflect.DeepEqual(ids(all), good) {
 				t.Errorf("Credentials = %q, %v; want %q with ErrCorrupt", ids(all), err, good)
 			}
+			var walked []string
+			err = s.ForEachCredential(func(c *Credential) error { walked = append(walked, string(c.ID)); return nil })
+			if slices.Sort(walked); !errors.Is(err, ErrCorrupt) || !reflect.DeepEqual(walked, slices.Sorted(slices.Values(good))) {
+				t.Errorf("ForEachCredential = %q, %v; want %q with ErrCorrupt", walked, err, good)
+			}
 			byRP, err := s.CredentialsByRP("rp")
 			if !errors.Is(err, ErrCorrupt) || !reflect.DeepEqual(ids(byRP), good[1:]) {
 				t.Errorf("CredentialsByRP = %q, %v; want %q with ErrCorrupt", ids(byRP), err, good[1:])
@@ -736,7 +742,7 @@ func TestTouchCredential(t *testing.T) {
 	}
 	// An older touch after reopen doesn't move it back.
 	s.TouchCredential([]byte("a"), t1.Add(-time.Hour))
-	if err := s.flushTouches(); err != nil {
+	if err := s.flush(); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Credential([]byte("a")); !got.LastUsedAt.Equal(t1) {
@@ -807,7 +813,7 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Go(func() {
 		for range 20 {
-			if err := s.flushTouches(); err != nil {
+			if err := s.flush(); err != nil {
 				t.Error(err)
 			}
 		}

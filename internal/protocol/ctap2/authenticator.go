@@ -41,11 +41,16 @@ type TPM interface {
 type Store interface {
 	Get(name string) ([]byte, error)
 	Put(name string, value []byte) error
+	PutEventually(name string, value []byte)
 	Unlock(key []byte) error
-	PutCredential(c *keystore.Credential) error
+	// PutCredential stores c and deletes the replaced credentials in
+	// one transaction.
+	PutCredential(c *keystore.Credential, replaces ...[]byte) error
 	Credential(id []byte) (*keystore.Credential, error)
 	CredentialsByRP(rpID string) ([]*keystore.Credential, error)
-	Credentials() ([]*keystore.Credential, error)
+	// ForEachCredential walks every credential holding a batch at a
+	// time; keystore.ErrSkipAll from fn ends it early.
+	ForEachCredential(fn func(*keystore.Credential) error) error
 	DeleteCredential(id []byte) error
 	CountCredentials() int
 	TouchCredential(id []byte, t time.Time)

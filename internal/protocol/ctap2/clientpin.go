@@ -53,6 +53,10 @@ var devicePINValues = pinValues{Object: valuePINObject, Retries: valuePINRetries
 type valueStore interface {
 	Get(name string) ([]byte, error)
 	Put(name string, value []byte) error
+	// PutEventually writes without a sync on the caller's path (the
+	// store's flusher writes it within about a second); a crash before
+	// then leaves the previous value.
+	PutEventually(name string, value []byte)
 }
 
 // pinTPM is what the PIN/UV authority needs from the TPM: the PIN object,
@@ -590,7 +594,13 @@ func (c *clientPIN) checkPINHash(h []byte) error {
 	}
 	c.length = int(data[32])
 	c.consecutive = 0
-	return c.setRetries(maxPINRetries)
+	// The right PIN gives the attempt back without a sync of its own
+	// (it was a second commit on every sign-in with a PIN): a crash
+	// before the store's flusher writes it leaves the decremented count
+	// on disk, which only costs the owner one try, never refunds one.
+	c.store.PutEventually(c.values.Retries, []byte{maxPINRetries})
+	c.retries = maxPINRetries
+	return nil
 }
 
 // miss counts a wrong PIN (its retry is already spent) and says what the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -165,38 +166,51 @@ func (a *Authenticator) cmStart(sub uint64, p *credMgmtParams) ([]byte, error) {
 	}
 }
 
-func (a *Authenticator) allCredentials() ([]*keystore.Credential, error) {
-	creds, err := a.store.Credentials()
-	if err != nil && !errors.Is(err, keystore.ErrCorrupt) {
-		return nil, fmt.Errorf("list credentials: %w", err)
-	}
-	if err != nil {
-		a.log.Error("some credentials are unreadable", "err", err)
-	}
-	return creds, nil
-}
-
 func (a *Authenticator) cmMetadata() ([]byte, error) {
 	n := a.store.CountCredentials()
 	rem := max(0, a.capacity-n)
 	return marshal(CredMgmtResponse{ExistingResidentCredentialsCount: &n, MaxPossibleRemainingResidentCredentialsCount: &rem})
 }
 
+// eachCredential walks the store a batch at a time (the enumerations
+// hold what they return, never the whole store while they collect it);
+// unreadable records are logged and skipped.
+func (a *Authenticator) eachCredential(fn func(*keystore.Credential) error) error {
+	err := a.store.ForEachCredential(fn)
+	if errors.Is(err, keystore.ErrCorrupt) {
+		a.log.Error("some credentials are unreadable", "err", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list credentials: %w", err)
+	}
+	return nil
+}
+
+// cmRPsBegin is enumerateRPsBegin (§6.8.3): the RPs in RP ID order, each
+// with the name of its newest credential. It holds one entry per RP, not
+// the credentials.
 func (a *Authenticator) cmRPsBegin() ([]byte, error) {
-	creds, err := a.allCredentials()
+	type rpSeen struct {
+		name    string
+		created time.Time
+	}
+	seen := map[string]rpSeen{}
+	err := a.eachCredential(func(c *keystore.Credential) error {
+		if old, ok := seen[c.RPID]; !ok || c.CreatedAt.After(old.created) {
+			seen[c.RPID] = rpSeen{c.RPName, c.CreatedAt}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
-	var rps []rpEntityOut
-	for _, c := range creds {
-		if !seen[c.RPID] {
-			seen[c.RPID] = true
-			rps = append(rps, rpEntityOut{ID: c.RPID, Name: c.RPName})
-		}
-	}
-	if len(rps) == 0 {
+	if len(seen) == 0 {
 		return nil, ErrNoCredentials
+	}
+	rps := make([]rpEntityOut, 0, len(seen))
+	for id, r := range seen {
+		rps = append(rps, rpEntityOut{ID: id, Name: r.name})
 	}
 	sort.Slice(rps, func(i, j int) bool { return rps[i].ID < rps[j].ID })
 	a.cm.rps = rps[1:]
@@ -215,16 +229,30 @@ func (a *Authenticator) cmNextRP() ([]byte, error) {
 	return marshal(CredMgmtResponse{RP: &rp, RPIDHash: h[:]})
 }
 
+// cmCredentialsBegin is enumerateCredentialsBegin (§6.8.4): the RP's
+// credentials, newest first. Only the RP ID hash is given, so a walk
+// finds the RP ID (stopping at the first match); the RP's index then
+// reads its credentials alone.
 func (a *Authenticator) cmCredentialsBegin(rpIDHash []byte) ([]byte, error) {
-	all, err := a.allCredentials()
+	rpID, found := "", false
+	err := a.eachCredential(func(c *keystore.Credential) error {
+		if h := sha256.Sum256([]byte(c.RPID)); bytes.Equal(h[:], rpIDHash) {
+			rpID, found = c.RPID, true
+			return keystore.ErrSkipAll
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	var creds []*keystore.Credential
-	for _, c := range all {
-		h := sha256.Sum256([]byte(c.RPID))
-		if bytes.Equal(h[:], rpIDHash) {
-			creds = append(creds, c)
+	if found {
+		creds, err = a.store.CredentialsByRP(rpID)
+		if err != nil && !errors.Is(err, keystore.ErrCorrupt) {
+			return nil, fmt.Errorf("list credentials: %w", err)
+		}
+		if err != nil {
+			a.log.Error("some credentials of this RP are unreadable", "err", err)
 		}
 	}
 	if len(creds) == 0 {

@@ -360,7 +360,14 @@ func (a *Authenticator) assert(c assertionCredential, rpIDHash, clientDataHash [
 			resp.User.Name = c.stored.UserName
 			resp.User.DisplayName = c.stored.UserDisplayName
 		}
-		a.store.TouchCredential(c.id, a.now().UTC())
+		if flags&flagUP != 0 {
+			// "Last used" is an assertion that leaves the authenticator
+			// with user presence: this one, the response to getAssertion
+			// or to one getNextAssertion. Credentials the platform never
+			// fetched, and silent (up=false) assertions, are not uses.
+			// The store batches the write: no sync on this path.
+			a.store.TouchCredential(c.id, a.now().UTC())
+		}
 		// largeBlobKey decrypts the RP's entry in the large-blob array,
 		// which anyone may read (§6.10.2): only with presence.
 		if exts.largeBlobKey && flags&flagUP != 0 {

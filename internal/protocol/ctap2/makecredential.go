@@ -319,15 +319,11 @@ func (s *makeCredentialState) store() error {
 	if s.exts.hasCredBlob && len(s.exts.credBlob) <= maxCredBlobLength {
 		c.CredBlob = s.exts.credBlob
 	}
-	if err := a.store.PutCredential(c); err != nil {
+	// One commit for the new credential and the replaced ones' removal:
+	// a crash leaves the old account or the new one, never none, and a
+	// registration costs one set of syncs.
+	if err := a.store.PutCredential(c, s.replaced...); err != nil {
 		return fmt.Errorf("store credential: %w", err)
-	}
-	// The new credential is durable first: a crash in between leaves
-	// two accounts, never none.
-	for _, id := range s.replaced {
-		if err := a.store.DeleteCredential(id); err != nil && !errors.Is(err, keystore.ErrNotFound) {
-			return fmt.Errorf("replace credential: %w", err)
-		}
 	}
 	return nil
 }

@@ -55,27 +55,35 @@ func (a *Authenticator) Info() Info {
 	return in
 }
 
-// ListCredentials returns every discoverable credential, newest first, as
-// copies of the stored records with two differences: CredProtect is the
-// effective level (unset is userVerificationOptional, 1), and the key
-// material (KeyBlob, CredBlob, LargeBlobKey) is nil, so that no listing
-// can show it. Listing needs no presence: the control socket already
-// limits it to root and the device's owner.
-func (a *Authenticator) ListCredentials() ([]keystore.Credential, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	creds, err := a.allCredentials()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]keystore.Credential, 0, len(creds))
-	for _, c := range creds {
+// EachCredential calls fn with every discoverable credential, in the
+// store's order, as a copy of the stored record with two differences:
+// CredProtect is the effective level (unset is userVerificationOptional,
+// 1), and the key material (KeyBlob, CredBlob, LargeBlobKey) is nil, so
+// that no listing can show it. Listing needs no presence: the control
+// socket already limits it to root and the device's owner (or, per user,
+// to the namespace's own user).
+//
+// It holds no more than one batch of credentials
+// (keystore.ForEachCredential): the control socket streams a listing of
+// any size with it. It does not take the authenticator's lock, so CTAP
+// commands go on while a slow client reads. Unreadable records are logged
+// and skipped, as for the CTAP enumerations; an error from fn ends the
+// walk and is returned.
+func (a *Authenticator) EachCredential(fn func(keystore.Credential) error) error {
+	err := a.store.ForEachCredential(func(c *keystore.Credential) error {
 		v := *c
 		v.CredProtect = max(c.CredProtect, credProtectUVOptional)
 		v.KeyBlob, v.CredBlob, v.LargeBlobKey = nil, nil, nil
-		out = append(out, v)
+		return fn(v)
+	})
+	if errors.Is(err, keystore.ErrCorrupt) {
+		a.log.Error("some credentials are unreadable", "err", err)
+		return nil
 	}
-	return out, nil
+	if err != nil {
+		return fmt.Errorf("list credentials: %w", err)
+	}
+	return nil
 }
 
 // authorizeManagement asks for presence and, when a PIN is set, checks

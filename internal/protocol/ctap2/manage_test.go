@@ -3,11 +3,23 @@ package ctap2
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 )
+
+// listCredentials collects a's EachCredential.
+func listCredentials(t *testing.T, a *Authenticator) []keystore.Credential {
+	t.Helper()
+	var out []keystore.Credential
+	if err := a.EachCredential(func(c keystore.Credential) error { out = append(out, c); return nil }); err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	return out
+}
 
 func TestManagementAPI(t *testing.T) {
 	e := newEnv(t)
@@ -16,12 +28,18 @@ func TestManagementAPI(t *testing.T) {
 	makeCred(t, e, "example.org", []byte("bob"), true)
 	makeCred(t, e, "example.com", []byte("carol"), false) // not listed
 
-	list, err := e.a.ListCredentials()
-	if err != nil || len(list) != 2 {
-		t.Fatalf("list: %v %v", list, err)
+	list := listCredentials(t, e.a)
+	if len(list) != 2 {
+		t.Fatalf("list: %v", list)
 	}
-	if list[0].RPID != "example.org" || list[1].UserName != "alice@example.com" || list[1].CredProtect != 1 || !list[1].Discoverable {
+	slices.SortFunc(list, func(a, b keystore.Credential) int { return strings.Compare(a.RPID, b.RPID) })
+	if list[1].RPID != "example.org" || list[0].UserName != "alice@example.com" || list[0].CredProtect != 1 || !list[0].Discoverable {
 		t.Errorf("list = %+v", list)
+	}
+	for _, c := range list {
+		if c.KeyBlob != nil || c.CredBlob != nil || c.LargeBlobKey != nil {
+			t.Errorf("listing shows key material: %+v", c)
+		}
 	}
 	info := e.a.Info()
 	if info.PINSet || info.Credentials != 2 || info.PINRetries != 8 || len(info.Algorithms) == 0 {

@@ -146,7 +146,8 @@ func (b u2fBackend) Authenticate(_ context.Context, control byte, challenge, app
 	if resp.Signature, err = a.tpm.Sign(c.blob, h.Sum(nil)); err != nil {
 		return nil, fmt.Errorf("U2F signature: %w", err)
 	}
-	if c.stored != nil {
+	if c.stored != nil && flags&flagUP != 0 {
+		// "Last used" is a signature made with presence, as in assert.
 		a.store.TouchCredential(c.id, a.now().UTC())
 	}
 	return resp, nil
