@@ -111,9 +111,7 @@ var (
 // the subject and dates are the same for every credential. A device-wide
 // certificate (the U2F attestation one) would have linked every pam-u2f
 // and ssh key of a machine together, for no trust in return.
-func credentialCertificate(t interface {
-	Sign(tpm.KeyBlob, []byte) ([]byte, error)
-}, blob tpm.KeyBlob, pub crypto.PublicKey) ([]byte, error) {
+func credentialCertificate(t tpm.BlobSigner, blob tpm.KeyBlob, pub crypto.PublicKey) ([]byte, error) {
 	signer, err := tpm.NewSigner(t, blob)
 	if err != nil {
 		return nil, fmt.Errorf("credential certificate: %w", err)

@@ -3,7 +3,9 @@ package ctap2
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -258,6 +260,44 @@ func TestCredentialCertificateNonWebRPID(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCredentialCertificateRS256: an RS256 credential's certificate is
+// signed (PKCS#1 v1.5) by its RSA key in the TPM, like ES256's.
+func TestCredentialCertificateRS256(t *testing.T) {
+	e := newEnv(t)
+	p := mcParams("ssh:rsa", []byte("user"), false)
+	p[4] = []any{map[string]any{"type": "public-key", "alg": -257}}
+	st, m := e.call(t, CmdMakeCredential, p)
+	if st != StatusOK {
+		t.Fatalf("makeCredential: %v", st)
+	}
+	f, stmt, authData, h := field[string](t, m, 1), field[map[string]any](t, m, 3), field[[]byte](t, m, 2), p[1].([]byte)
+	if f != "packed" || stmt["alg"] != int64(-257) {
+		t.Fatalf("fmt %q, alg %v", f, stmt["alg"])
+	}
+	x5c, _ := stmt["x5c"].([]any)
+	if len(x5c) != 1 {
+		t.Fatalf("x5c %v", stmt["x5c"])
+	}
+	c, err := x509.ParseCertificate(x5c[0].([]byte))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, ok := c.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		t.Fatalf("certificate key %T", c.PublicKey)
+	}
+	sig := stmt["sig"].([]byte)
+	digest := sha256.Sum256(append(append([]byte{}, authData...), h...))
+	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], sig); err != nil {
+		t.Fatalf("sig with x5c[0]'s key: %v", err)
+	}
+	if err := c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil || c.SignatureAlgorithm != x509.SHA256WithRSA {
+		t.Fatalf("certificate not signed by its own key (%v): %v", c.SignatureAlgorithm, err)
+	}
+	// (Not fido2-cred -V: its input has no line for attStmt's alg, and
+	// libfido2 then takes an x5c statement for ES256.)
 }
 
 // fido2CredVerify runs libfido2's own verification, fido2-cred -V (Debian's
