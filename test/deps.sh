@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=()
 command -v swtpm >/dev/null 2>&1 || pkgs+=(swtpm swtpm-tools)
 /usr/bin/python3 -c 'import fido2' >/dev/null 2>&1 || pkgs+=(python3-fido2)
+# libfido2's own verification (fido2-cred -V) of ctap2's attestation tests.
+command -v fido2-cred >/dev/null 2>&1 || pkgs+=(fido2-tools)
 command -v tmux >/dev/null 2>&1 || pkgs+=(tmux)
 command -v pinentry-curses >/dev/null 2>&1 || pkgs+=(pinentry-curses)
 [ -e /usr/include/openssl/ssl.h ] || pkgs+=(libssl-dev)

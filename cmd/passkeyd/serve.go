@@ -126,7 +126,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.control, "control", d.Control, "control socket for passkeyctl and the prompt agent; empty disables it")
 	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
 	f.StringVar(&o.users, "users", d.Users, "whose passkeys the key serves: seat (the user of the active session on seat0, followed live; needs logind), owner (one set of passkeys, the owner's), auto (seat when logind is on the system bus and the transport is uhid, else owner)")
-	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
+	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model; for RP IDs no web page can use, such as pam-u2f's pam://, with a certificate of that key issued by itself, which pamu2fcfg 1.1.0 requires), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
 	f.StringVar(&o.logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	// Until the session tracker selects the user of the seat, a fixed
 	// selection: the USB key serves this user's namespace (created on

@@ -31,7 +31,8 @@
 #
 # It installs what it needs with apt when run as root (qemu-system-x86,
 # swtpm, fido2-tools, python3-fido2, busybox-static, cpio, openssh-client,
-# cryptsetup-bin, chromium) and caches Debian's current kernel (linux-image-amd64's
+# cryptsetup-bin, libpam-u2f, pamu2fcfg, pamtester, chromium) and caches
+# Debian's current kernel (linux-image-amd64's
 # dependency, fetched with apt-get download) in test/vm/cache/.
 set -euo pipefail
 
@@ -75,6 +76,10 @@ missing_pkgs() {
 	esac
 	command -v cpio >/dev/null || p+=(cpio)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
+	# pam-u2f: pamu2fcfg, pam_u2f.so and a PAM client to drive it.
+	command -v pamu2fcfg >/dev/null || p+=(pamu2fcfg)
+	[ -e /lib/x86_64-linux-gnu/security/pam_u2f.so ] || [ -e /usr/lib/x86_64-linux-gnu/security/pam_u2f.so ] || p+=(libpam-u2f)
+	command -v pamtester >/dev/null || p+=(pamtester)
 	# LUKS2 for the systemd-cryptenroll check (systemd-cryptenroll and
 	# systemd-cryptsetup come with systemd itself).
 	command -v cryptsetup >/dev/null || [ -x /usr/sbin/cryptsetup ] || p+=(cryptsetup-bin)

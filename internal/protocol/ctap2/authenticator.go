@@ -72,7 +72,7 @@ type AttestationMode string
 
 // Attestation modes (passkeyd serve --attestation).
 const (
-	AttestationSelf AttestationMode = "self" // packed self attestation (default)
+	AttestationSelf AttestationMode = "self" // packed self attestation (default; see attestationStatement)
 	AttestationNone AttestationMode = "none"
 	AttestationTPM  AttestationMode = "tpm"
 )

@@ -72,6 +72,7 @@ type makeCredentialState struct {
 
 	// The credential (createCredential, attest).
 	blob         tpm.KeyBlob
+	pub          crypto.PublicKey
 	credID       []byte
 	largeBlobKey []byte
 	authData     []byte
@@ -244,7 +245,7 @@ func (s *makeCredentialState) createCredential() error {
 	if k.err != nil {
 		return fmt.Errorf("create credential key: %w", k.err)
 	}
-	s.blob = k.blob
+	s.blob, s.pub = k.blob, k.pub
 	flags := byte(0)
 	if s.rk {
 		flags |= credFlagDiscoverable
@@ -290,7 +291,7 @@ func (s *makeCredentialState) createCredential() error {
 // attest is step 19: the attestation statement.
 func (s *makeCredentialState) attest() error {
 	var err error
-	s.attFmt, s.attStmt, err = s.a.attestationStatement(s.authData, s.req.ClientDataHash, s.blob, s.alg)
+	s.attFmt, s.attStmt, err = s.a.attestationStatement(s.rpID, s.authData, s.req.ClientDataHash, s.blob, s.pub, s.alg)
 	return err
 }
 
@@ -337,30 +338,6 @@ func (s *makeCredentialState) respond() ([]byte, error) {
 		AttStmt:      s.attStmt,
 		LargeBlobKey: s.largeBlobKey,
 	})
-}
-
-// attestationStatement makes the statement the configuration asks for
-// (WebAuthn §8): packed self attestation by default (signed by the
-// credential's own key, so it proves possession and identifies nothing
-// beyond the AAGUID), none, or tpm (an attestation key in the TPM
-// certifies the credential key).
-func (a *Authenticator) attestationStatement(authData, clientDataHash []byte, blob tpm.KeyBlob, alg tpm.Algorithm) (string, map[string]any, error) {
-	switch a.attestation {
-	case AttestationNone:
-		return "none", map[string]any{}, nil
-	case AttestationTPM:
-		f, stmt, err := a.attester.Statement(authData, clientDataHash, blob)
-		if err != nil {
-			return "", nil, fmt.Errorf("tpm attestation: %w", err)
-		}
-		return f, stmt, nil
-	}
-	digest := sha256.Sum256(append(append([]byte{}, authData...), clientDataHash...))
-	sig, err := a.tpm.Sign(blob, digest[:])
-	if err != nil {
-		return "", nil, fmt.Errorf("self attestation: %w", err)
-	}
-	return "packed", map[string]any{"alg": int64(alg), "sig": sig}, nil
 }
 
 // chooseAlgorithm implements step 3: validate every element, choose the

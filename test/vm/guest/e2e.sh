@@ -692,6 +692,11 @@ else
 	fail ssh-verify-required-sign-agent "flags ${sigflags:-?}: $(cat "$t"/ssh-rk2-*.out 2>/dev/null | tail -c 500)"
 fi
 
+# --- pam-u2f: pamu2fcfg registrations, pam_u2f.so through pamtester -------
+stage "3: pam-u2f"
+# shellcheck source=pamu2f.sh
+. "$guest/pamu2f.sh"
+
 # --- Chromium: discoverable passkeys need UV, which it gets from the key ----
 if [ -n "$browser_job" ]; then
 	n=$(getpins)
