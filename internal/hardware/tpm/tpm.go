@@ -147,6 +147,9 @@ type TPM struct {
 	conn io.Closer     // the underlying transport
 	proc *swtpmProcess // our swtpm child, or nil
 	log  *slog.Logger
+	// reopen opens another file on a resource-managed device (nil for
+	// every other backend): see opFile.
+	reopen func() (transport.TPMCloser, error)
 
 	// Set at Open, read-only afterwards.
 	info          Info
@@ -164,6 +167,9 @@ type backend struct {
 	// flushStale: nothing virtualises handles, so objects and sessions of
 	// a crashed run still occupy the TPM's few slots.
 	flushStale bool
+	// reopen, for a TPM behind the kernel's resource manager, opens
+	// another file on the same device (see TPM.opFile).
+	reopen func() (transport.TPMCloser, error)
 }
 
 // Open opens the TPM that cfg selects, prepares the storage primary key and
@@ -178,6 +184,8 @@ type openHooks struct {
 	// resourceManaged: treat the backend as /dev/tpmrm0 (no stale-handle
 	// flush at Open), whatever it is.
 	resourceManaged bool
+	// reopen replaces the backend's reopen (a file per operation).
+	reopen func() (transport.TPMCloser, error)
 }
 
 func open(cfg Config, hooks openHooks) (*TPM, error) {
@@ -196,12 +204,16 @@ func open(cfg Config, hooks openHooks) (*TPM, error) {
 	if hooks.resourceManaged {
 		b.flushStale = false
 	}
+	if hooks.reopen != nil {
+		b.reopen = hooks.reopen
+	}
 	t := &TPM{
-		tpm:  newRetryTPM(next, log),
-		conn: b.conn,
-		proc: b.proc,
-		log:  log,
-		info: Info{Kind: b.kind, Software: b.proc != nil},
+		tpm:    newRetryTPM(next, log),
+		conn:   b.conn,
+		proc:   b.proc,
+		log:    log,
+		reopen: b.reopen,
+		info:   Info{Kind: b.kind, Software: b.proc != nil},
 	}
 	switch cfg.SRK {
 	case "", SRKConfigTransient:
@@ -278,7 +290,11 @@ func openDevice(path string) (*backend, error) {
 	// handle space and flushes it on close. A raw /dev/tpmN is opened
 	// exclusively, so whatever is loaded there is a dead client's leftover.
 	rm := strings.HasPrefix(filepath.Base(path), "tpmrm")
-	return &backend{conn: conn, kind: "device:" + path, flushStale: !rm}, nil
+	b := &backend{conn: conn, kind: "device:" + path, flushStale: !rm}
+	if rm {
+		b.reopen = func() (transport.TPMCloser, error) { return linuxtpm.Open(path) }
+	}
+	return b, nil
 }
 
 func openSwtpm(stateDir string) (*backend, error) {
