@@ -72,7 +72,7 @@ parse() {
 		if (mode == "rsp" && nb >= 10) {
 			ok = (b[6] b[7] b[8] b[9] == "00000000"); mode = ""
 			# Our marker: TPM2_GetRandom(0x7Axx).
-			if (code == "017B" && substr(arg, 1, 2) == "7A") { phase = substr(arg, 3, 2); next }
+			if (code == "017B" && substr(arg, 1, 2) == "7A") { phase = substr(arg, 3, 2); seen[phase] = 1; next }
 			# The kernel hwrng: TPM2_GetRandom of its own.
 			if (code == "017B" || !(phase in name)) next
 			total[phase]++
@@ -92,7 +92,7 @@ parse() {
 		}
 		for (j = 1; j <= np; j++) {
 			p = order[j]
-			if (!(p in total)) continue
+			if (!(p in seen)) continue
 			s = ""; t = 0
 			for (i = 1; i <= nk; i++) {
 				if (!((p, key[i]) in by)) continue
@@ -100,7 +100,7 @@ parse() {
 				t += by[p, key[i]] * ((key[i] in ms) ? ms[key[i]] : 10)
 			}
 			f = (p in fail) ? sprintf("  failed/op %g", fail[p] / n) : ""
-			printf "tpmcount %-18s cmds/op %-5g model-ms %-5g (%s )%s\n", name[p], total[p] / n, t / n, substr(s, 2), f
+			printf "tpmcount %-18s cmds/op %-5g model-ms %-5g (%s )%s\n", name[p], (p in total) ? total[p] / n : 0, t / n, substr(s, 2), f
 		}
 	}' "$1"
 }
