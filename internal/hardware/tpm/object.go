@@ -349,6 +349,16 @@ func (t *TPM) withLoaded(what string, f func(h []tpm2.NamedHandle) error, objs .
 	if t.tpm == nil {
 		return errClosed
 	}
+	refused, err := t.runLoaded(what, f, objs)
+	if refused != nil && t.switchToTemplateSRK(refused) {
+		_, err = t.runLoaded(what, f, objs)
+	}
+	return err
+}
+
+// runLoaded is withLoaded under t.mu. refused is the object the TPM
+// refused to load, if that was the error.
+func (t *TPM) runLoaded(what string, f func(h []tpm2.NamedHandle) error, objs []*object) (refused *object, err error) {
 	hs := make([]tpm2.NamedHandle, 0, len(objs))
 	if done := t.opFile(); done != nil {
 		// Closing the file drops what was loaded on it: no FlushContext.
@@ -362,12 +372,68 @@ func (t *TPM) withLoaded(what string, f func(h []tpm2.NamedHandle) error, objs .
 	}
 	for _, o := range objs {
 		h, err := t.load(o)
+		if errors.Is(err, ErrBlobRefused) {
+			return o, fmt.Errorf("%s: %w", what, err)
+		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		hs = append(hs, h)
 	}
-	return f(hs)
+	return nil, f(hs)
+}
+
+// switchToTemplateSRK handles a blob refused under a persistent SRK that
+// Open found at 0x81000001. Its public area has the TCG ECC SRK's shape,
+// but that does not make it the key passkeyd's blobs were made under: the
+// unique field of the template goes into the key's derivation and is not
+// in its public area. go-tpm's ECCSRKTemplate (the TCG EK Credential
+// Profile's template L-2, which passkeyd derives transient SRKs from)
+// fills it with 64 zero bytes; systemd-tpm2-setup leaves it empty. So on a
+// machine where systemd persisted its SRK after passkeyd made blobs under
+// a transient one, 0x81000001 is another key. This derives the template's
+// key with CreatePrimary and, if it is another key and loads o, makes it
+// the SRK (transient) for the rest of the run; true means it did and the
+// operation should run again. Once per Open; the caller holds t.mu.
+func (t *TPM) switchToTemplateSRK(o *object) bool {
+	if !t.srkPersistent || t.info.SRK != SRKPersistent || t.srkChecked {
+		return false
+	}
+	t.srkChecked = true
+	cp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+	}.Execute(t.tpm)
+	if err != nil {
+		t.log.Warn("a key blob was refused under the SRK at 0x81000001, and deriving the TCG template's SRK failed", "err", err)
+		return false
+	}
+	if bytes.Equal(cp.Name.Buffer, t.srk.Name.Buffer) {
+		t.flush(cp.ObjectHandle) // the same key: the blob is not ours
+		return false
+	}
+	template := tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}
+	ld, err := tpm2.Load{
+		ParentHandle: tpm2.AuthHandle{Handle: template.Handle, Name: template.Name, Auth: tpm2.PasswordAuth(nil)},
+		InPrivate:    o.private,
+		InPublic:     o.public,
+	}.Execute(t.tpm)
+	if err != nil {
+		t.flush(cp.ObjectHandle)
+		return false
+	}
+	t.flush(ld.ObjectHandle)
+	pub, err := cp.OutPublic.Contents()
+	if err != nil {
+		t.flush(cp.ObjectHandle)
+		return false
+	}
+	t.srk, t.srkPublic, t.srkPersistent = template, *pub, false
+	t.info.SRK = SRKTransient
+	t.info.SRKReason = "0x81000001 holds an SRK from another template (another unique field, as systemd-tpm2-setup's); passkeyd's keys are under the TCG template's"
+	t.log.Warn("the SRK at 0x81000001 is not the key passkeyd's blobs were made under; using the TCG template's SRK, transient, for this run",
+		"reason", t.info.SRKReason)
+	return true
 }
 
 // opFile gives one operation its own file on a TPM behind the kernel's

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"errors"
 	"strings"
@@ -196,5 +197,76 @@ func TestSRKSlotTaken(t *testing.T) {
 	signAndVerify(t, tp2, blob, pub)
 	if hs := transientHandles(t, tp2); len(hs) != 1 || hs[0] != tp2.srk.Handle {
 		t.Errorf("transient handles = %x, want only the SRK %x", hs, tp2.srk.Handle)
+	}
+}
+
+// TestSRKOtherTemplateAtPersistentHandle: 0x81000001 holds an SRK of the
+// TCG shape made from another template, as systemd-tpm2-setup persists one
+// (unique field empty; go-tpm's template, passkeyd's, has 64 zero bytes):
+// another key with the same kind of public area. Blobs passkeyd made under
+// its transient SRK before that SRK appeared still work: the first refused
+// load derives the template's SRK, which loads them, and passkeyd uses it
+// (transient) for the run, leaving 0x81000001 alone.
+func TestSRKOtherTemplateAtPersistentHandle(t *testing.T) {
+	dir := t.TempDir()
+	tp := openTestSwtpmSRK(t, dir, SRKConfigTransient)
+	key, pub, err := tp.CreateKey(ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := pinOf("8642")
+	pinObj, err := tp.CreatePINObject(pin, []byte("pin secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// systemd's ECC SRK template: the TCG one with an empty unique.
+	other := tpm2.ECCSRKTemplate
+	other.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{})
+	tp.mu.Lock()
+	cp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(other)}.Execute(tp.tpm)
+	if err == nil {
+		_, err = tpm2.EvictControl{
+			Auth:             tpm2.TPMRHOwner,
+			ObjectHandle:     tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name},
+			PersistentHandle: persistentSRK,
+		}.Execute(tp.tpm)
+		tp.flush(cp.ObjectHandle)
+	}
+	tp.mu.Unlock()
+	if err != nil {
+		t.Fatalf("persist an SRK of another template: %v", err)
+	}
+	if err := tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	tp2 := openTestSwtpm(t, dir)
+	if got := tp2.Info().SRK; got != SRKPersistent {
+		t.Fatalf("SRK at Open = %q, want %q (the other template's key has the TCG shape)", got, SRKPersistent)
+	}
+	otherName := tp2.srk.Name
+	signAndVerify(t, tp2, key, pub)
+	info := tp2.Info()
+	if info.SRK != SRKTransient || !strings.Contains(info.SRKReason, "another template") {
+		t.Errorf("SRK after the refused load = %q (%q), want transient because of the other template", info.SRK, info.SRKReason)
+	}
+	if got, err := tp2.UnsealWithPIN(pinObj, pin); err != nil || string(got) != "pin secret" {
+		t.Errorf("UnsealWithPIN: %q, %v", got, err)
+	}
+	key2, pub2, err := tp2.CreateKey(ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signAndVerify(t, tp2, key2, pub2)
+	rp, err := readPersistentSRK(t, tp2)
+	if err != nil || !bytes.Equal(rp.Name.Buffer, otherName.Buffer) {
+		t.Errorf("0x81000001 changed (%v): the other template's SRK must be left alone", err)
+	}
+	// A blob that is nobody's is still refused, and costs no second
+	// CreatePrimary.
+	bad := bytes.Clone(key)
+	bad[len(bad)-1] ^= 1
+	if _, err := tp2.Sign(bad, digestOf("x")); !errors.Is(err, ErrBlobRefused) {
+		t.Errorf("tampered blob: %v, want ErrBlobRefused", err)
 	}
 }

@@ -157,6 +157,9 @@ type TPM struct {
 	srk           tpm2.NamedHandle
 	srkPublic     tpm2.TPMTPublic // salts the HMAC sessions that carry PINs
 	srkPersistent bool
+	// srkChecked: a blob was refused under a persistent SRK found at
+	// Open, and switchToTemplateSRK has run (once per Open).
+	srkChecked bool
 }
 
 // backend is an opened transport plus what Open and Close must know about it.
@@ -617,8 +620,13 @@ func (t *TPM) shutdown() error {
 	return errors.Join(errs...)
 }
 
-// Info describes the TPM (read at Open).
-func (t *TPM) Info() Info { return t.info }
+// Info describes the TPM (read at Open; SRK and SRKReason change if a
+// refused blob makes switchToTemplateSRK take the template's SRK).
+func (t *TPM) Info() Info {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.info
+}
 
 // Algorithms returns the credential algorithms this TPM supports, asked with
 // TPM2_TestParms (ES256 first). Cached at Open.
