@@ -151,7 +151,8 @@ type TPM struct {
 	// every other backend): see opFile.
 	reopen func() (transport.TPMCloser, error)
 
-	// Set at Open, read-only afterwards.
+	// Set at Open, read-only afterwards, but for the SRK fields and
+	// info.SRK/SRKReason, which switchToTemplateSRK may change under mu.
 	info          Info
 	algs          []Algorithm
 	srk           tpm2.NamedHandle
@@ -448,18 +449,21 @@ const (
 )
 
 // prepareSRK finds the storage primary key. The TCG SRK at 0x81000001 (TCG
-// TPM v2.0 Provisioning Guidance, 7.8: ECC NIST P-256 from the owner seed
-// with the template of Part 1, B.3.4) is used when its public area is
-// passkeyd's template; when the handle is free and Config.SRK allows it,
+// TPM v2.0 Provisioning Guidance, 7.5.1 and 7.8: ECC NIST P-256 from the
+// owner seed, the EK Credential Profile's template L-2 made a storage key;
+// go-tpm's ECCSRKTemplate) is used when its public area has that
+// template's shape; when the handle is free and Config.SRK allows it,
 // CreatePrimary makes it and TPM2_EvictControl persists it there, as
 // systemd-tpm2-setup does. Otherwise the key is derived with CreatePrimary
 // and held as a transient object, as before.
 //
-// Either way it is the same key (same template, same owner seed), so blobs
-// made under one load under the other. The placement matters for speed
-// only: through the kernel resource manager (/dev/tpmrm0), a transient
-// SRK is context-saved, flushed and loaded back around every command,
-// which roughly doubles the commands a signature costs at the TPM (see
+// The same template on the same owner seed is the same key, so blobs made
+// under a transient SRK load under the persistent one passkeyd provisions,
+// and back. (A key found there may come from another template with the
+// same shape: see switchToTemplateSRK.) The placement matters for speed:
+// through the kernel resource manager (/dev/tpmrm0), a transient SRK is
+// context-saved, flushed and loaded back around every command, which
+// roughly doubles the commands a signature costs at the TPM (see
 // test/vm/tpmcount.sh); a persistent one is never swapped.
 func (t *TPM) prepareSRK(mode string) error {
 	rp, err := tpm2.ReadPublic{ObjectHandle: persistentSRK}.Execute(t.tpm)
