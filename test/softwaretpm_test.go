@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -70,9 +71,15 @@ func TestSoftwareTPMOptInWarns(t *testing.T) {
 	if code != 0 || !slices.Contains(strings.Split(out, "\n"), softwareTPMLine) {
 		t.Errorf("passkeyctl info (exit %d) lacks the line %q:\n%s", code, softwareTPMLine, out)
 	}
+	// A fresh swtpm has 0x81000001 free: the daemon persists the SRK
+	// there, and says so.
+	if !regexp.MustCompile(`(?m)^TPM storage key \(SRK\): +persistent 0x81000001 \(provisioned now\)$`).MatchString(out) {
+		t.Errorf("passkeyctl info lacks the SRK line:\n%s", out)
+	}
 	var info mgmtapi.Info
 	out, code = ctl(t, ctlBin, sock, "", "info", "--json")
-	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.TPM.Kind != "swtpm" || !strings.Contains(out, `"software": true`) {
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.TPM.Kind != "swtpm" || !strings.Contains(out, `"software": true`) ||
+		info.TPM.SRK != "persistent 0x81000001 (provisioned now)" {
 		t.Errorf("passkeyctl info --json (exit %d): %s", code, out)
 	}
 	d.stop()

@@ -512,6 +512,7 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 				{"Version", in.Version},
 				{"AAGUID", in.AAGUID},
 				{"TPM", fmt.Sprintf("%s (manufacturer %q, firmware %s)", in.TPM.Kind, strings.TrimSpace(in.TPM.Manufacturer), in.TPM.Firmware)},
+				{"TPM storage key (SRK)", in.TPM.SRK},
 				{"PIN", pin},
 				{"Always require UV", yesNo(in.AlwaysUV)},
 				{"Built-in UV (the prompt verifies: device PIN or polkit)", yesNo(in.BuiltInUV)},
@@ -533,7 +534,7 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 				rows = append(rows, [2]string{"Users", "owner: one set of passkeys, the owner's"})
 			}
 			if in.TPMLockout != nil { // after the PIN: it says why the PIN cannot be checked
-				rows = slices.Insert(rows, 4, [2]string{"TPM lockout", lockoutLine(in.TPMLockout, time.Now())})
+				rows = slices.Insert(rows, 5, [2]string{"TPM lockout", lockoutLine(in.TPMLockout, time.Now())})
 			}
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			for _, row := range rows {

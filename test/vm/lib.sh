@@ -14,7 +14,9 @@
 #   vm_initramfs INIT M.. static busybox, INIT as /init, modules M.. and
 #                         their dependencies (in load order in
 #                         /modules/order): $work/initrd.gz
-#   vm_swtpm              swtpm as the guest's TPM ($work/tpm/ctrl)
+#   vm_swtpm              swtpm as the guest's TPM ($work/tpm/ctrl); with
+#                         PASSKEYD_VM_SWTPM_LOG=PATH it logs every command
+#                         and response it executes to PATH (level 20)
 #   vm_qemu TIMEOUT APPEND [QEMU ARGS..]
 #                         the VM, the console to stdout (\r removed) and to
 #                         $work/console.log; qemu's exit status in
@@ -148,8 +150,13 @@ vm_swtpm() {
 	mkdir -p "$work/tpm"
 	swtpm_setup --tpm2 --tpmstate "$work/tpm" --overwrite >"$work/swtpm_setup.log" 2>&1 ||
 		die "swtpm_setup failed: $(tail -3 "$work/swtpm_setup.log")"
+	local log=file="$work/swtpm.log",level=1
+	# Level 20: one "SWTPM_IO_Read" (the command's bytes) and one
+	# "SWTPM_IO_Write" (the response's) per command executed
+	# (test/vm/tpmcount.sh counts them).
+	[ -n "${PASSKEYD_VM_SWTPM_LOG:-}" ] && log=file="$PASSKEYD_VM_SWTPM_LOG",level=20
 	swtpm socket --tpm2 --tpmstate dir="$work/tpm" --ctrl type=unixio,path="$work/tpm/ctrl" \
-		--terminate --log file="$work/swtpm.log",level=1 &
+		--terminate --log "$log" &
 	swtpm_pid=$!
 	for _ in $(seq 1 100); do
 		[ -S "$work/tpm/ctrl" ] && break

@@ -21,6 +21,7 @@
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
 #   PASSKEYD_VM_TIMEOUT=S   bound on the whole VM run (default 420 s)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, swtpm log)
+#   PASSKEYD_VM_SWTPM_LOG=PATH  swtpm logs every command to PATH (test/vm/tpmcount.sh)
 #   PASSKEYD_VM_GUEST=PATH  run this script in the guest instead of
 #                           guest/e2e.sh (arguments: work dir, repository)
 #   VERBOSE=1               print the whole console and the daemon's log
@@ -119,6 +120,7 @@ SVC_UID=$svc_uid
 SVC_GID=$svc_gid
 OWNER_UID=$owner_uid
 VERBOSE=${VERBOSE:-}
+TPMCOUNT_N=${TPMCOUNT_N:-}
 EOF
 say "passkeyd, passkeyctl and fakepinentry built ($(since)s)"
 

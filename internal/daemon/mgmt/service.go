@@ -242,7 +242,7 @@ func (s Service) info(p control.Peer) (mgmtapi.Info, error) {
 	}
 	out := mgmtapi.Info{
 		Version: s.Version, AAGUID: formatAAGUID(in.AAGUID),
-		TPM:    mgmtapi.TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion, Software: ti.Software},
+		TPM:    mgmtapi.TPM{Kind: ti.Kind, Manufacturer: ti.Manufacturer, Firmware: ti.FirmwareVersion, SRK: srkText(ti), Software: ti.Software},
 		PINSet: in.PINSet, PINRetries: in.PINRetries, MinPINLength: in.MinPINLength, AlwaysUV: in.AlwaysUV,
 		BuiltInUV: in.BuiltInUV, Credentials: in.Credentials, Capacity: in.Capacity, Algorithms: algs,
 		Attestation: string(in.Attestation), StateDir: s.StateDir, Transport: s.Transport, Prompt: s.Prompt,
@@ -417,4 +417,12 @@ func wireCredential(c keystore.Credential) mgmtapi.Credential {
 func formatAAGUID(a [16]byte) string {
 	h := hex.EncodeToString(a[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// srkText is tpm.Info's SRK placement with its reason, for passkeyctl info.
+func srkText(ti tpm.Info) string {
+	if ti.SRKReason == "" {
+		return ti.SRK
+	}
+	return ti.SRK + ": " + ti.SRKReason
 }

@@ -102,6 +102,11 @@ type TPM struct {
 	Kind         string `json:"kind"`
 	Manufacturer string `json:"manufacturer"`
 	Firmware     string `json:"firmware"`
+	// SRK is where the storage primary key lives (tpm.Info.SRK):
+	// "persistent 0x81000001", "persistent 0x81000001 (provisioned now)"
+	// or "transient: REASON". Transient costs about twice the TPM
+	// commands per operation through /dev/tpmrm0.
+	SRK string `json:"srk"`
 	// Software: a private swtpm whose state is in the state dir (see
 	// SoftwareTPMWarning).
 	Software bool `json:"software"`

@@ -340,27 +340,135 @@ func (t *TPM) load(o *object) (tpm2.NamedHandle, error) {
 // withLoaded holds the TPM, loads objs under the storage primary key, runs
 // f with their handles (in the order of objs) and flushes them all: the
 // load, use, flush that every operation on a blob repeats. A load error is
-// wrapped with what; f's errors are returned as they are.
+// wrapped with what; f's errors are returned as they are. f sends its
+// commands through t.tpm, which is the operation's own file when opFile
+// gives one.
 func (t *TPM) withLoaded(what string, f func(h []tpm2.NamedHandle) error, objs ...*object) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.tpm == nil {
 		return errClosed
 	}
+	refused, err := t.runLoaded(what, f, objs)
+	if refused != nil && t.switchToTemplateSRK(refused) {
+		_, err = t.runLoaded(what, f, objs)
+	}
+	return err
+}
+
+// runLoaded is withLoaded under t.mu. refused is the object the TPM
+// refused to load, if that was the error.
+func (t *TPM) runLoaded(what string, f func(h []tpm2.NamedHandle) error, objs []*object) (refused *object, err error) {
 	hs := make([]tpm2.NamedHandle, 0, len(objs))
-	defer func() {
-		for _, h := range hs {
-			t.flush(h.Handle)
-		}
-	}()
+	if done := t.opFile(); done != nil {
+		// Closing the file drops what was loaded on it: no FlushContext.
+		defer done()
+	} else {
+		defer func() {
+			for _, h := range hs {
+				t.flush(h.Handle)
+			}
+		}()
+	}
 	for _, o := range objs {
 		h, err := t.load(o)
+		if errors.Is(err, ErrBlobRefused) {
+			return o, fmt.Errorf("%s: %w", what, err)
+		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		hs = append(hs, h)
 	}
-	return f(hs)
+	return nil, f(hs)
+}
+
+// switchToTemplateSRK handles a blob refused under a persistent SRK that
+// Open found at 0x81000001. Its public area has the TCG ECC SRK's shape,
+// but that does not make it the key passkeyd's blobs were made under: the
+// unique field of the template goes into the key's derivation and is not
+// in its public area. go-tpm's ECCSRKTemplate (the TCG EK Credential
+// Profile's template L-2, which passkeyd derives transient SRKs from)
+// fills it with 64 zero bytes; systemd-tpm2-setup leaves it empty. So on a
+// machine where systemd persisted its SRK after passkeyd made blobs under
+// a transient one, 0x81000001 is another key. This derives the template's
+// key with CreatePrimary and, if it is another key and loads o, makes it
+// the SRK (transient) for the rest of the run; true means it did and the
+// operation should run again. Once per Open; the caller holds t.mu.
+func (t *TPM) switchToTemplateSRK(o *object) bool {
+	if !t.srkPersistent || t.info.SRK != SRKPersistent || t.srkChecked {
+		return false
+	}
+	t.srkChecked = true
+	cp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
+	}.Execute(t.tpm)
+	if err != nil {
+		t.log.Warn("a key blob was refused under the SRK at 0x81000001, and deriving the TCG template's SRK failed", "err", err)
+		return false
+	}
+	if bytes.Equal(cp.Name.Buffer, t.srk.Name.Buffer) {
+		t.flush(cp.ObjectHandle) // the same key: the blob is not ours
+		return false
+	}
+	template := tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}
+	ld, err := tpm2.Load{
+		ParentHandle: tpm2.AuthHandle{Handle: template.Handle, Name: template.Name, Auth: tpm2.PasswordAuth(nil)},
+		InPrivate:    o.private,
+		InPublic:     o.public,
+	}.Execute(t.tpm)
+	if err != nil {
+		t.flush(cp.ObjectHandle)
+		return false
+	}
+	t.flush(ld.ObjectHandle)
+	pub, err := cp.OutPublic.Contents()
+	if err != nil {
+		t.flush(cp.ObjectHandle)
+		return false
+	}
+	t.srk, t.srkPublic, t.srkPersistent = template, *pub, false
+	t.info.SRK = SRKTransient
+	t.info.SRKReason = "0x81000001 holds an SRK from another template (another unique field, as systemd-tpm2-setup's); passkeyd's keys are under the TCG template's"
+	t.log.Warn("the SRK at 0x81000001 is not the key passkeyd's blobs were made under; using the TCG template's SRK, transient, for this run",
+		"reason", t.info.SRKReason)
+	return true
+}
+
+// opFile gives one operation its own file on a TPM behind the kernel's
+// resource manager (/dev/tpmrm0): it points t.tpm at a fresh file and
+// returns the function that closes it and restores t.tpm. The caller holds
+// t.mu. It returns nil, and the operation runs on the main file with
+// explicit flushes, for every other backend, for a transient SRK (which
+// exists only in the main file's handle space) and when the open fails.
+//
+// Why: the resource manager (Linux drivers/char/tpm/tpm2-space.c) saves
+// and flushes every transient object of a file after each command
+// (TPM2_ContextSave, TPM2_FlushContext) and loads it back before the next
+// (TPM2_ContextLoad). A FlushContext of our own then costs three commands
+// at the TPM: load it back, flush it, and a failing save. Closing the file
+// instead costs none: objects are already off the TPM, saved in kernel
+// memory, and the kernel drops those contexts (it flushes only sessions
+// still held, one command each). Load, Sign, Flush is 10 commands at the
+// TPM this way and 6 with a file per operation (test/vm/tpmcount.sh).
+func (t *TPM) opFile() (done func()) {
+	if t.reopen == nil || !t.srkPersistent {
+		return nil
+	}
+	f, err := t.reopen()
+	if err != nil {
+		t.log.Debug("open a file for the operation failed; using the main one", "err", err)
+		return nil
+	}
+	main := t.tpm
+	t.tpm = newRetryTPM(f, t.log)
+	return func() {
+		t.tpm = main
+		if err := f.Close(); err != nil {
+			t.log.Warn("close the operation's TPM file", "err", err)
+		}
+	}
 }
 
 // flush frees a transient handle. A failure is logged, not returned: the

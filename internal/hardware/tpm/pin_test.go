@@ -729,7 +729,7 @@ func TestUnorderlyShutdownAfterPINUse(t *testing.T) {
 // (the same key) still open.
 func TestPINPersistentSRK(t *testing.T) {
 	dir := t.TempDir()
-	tp := openTestSwtpm(t, dir)
+	tp := openTestSwtpmSRK(t, dir, SRKConfigTransient)
 	pin := pinOf("4321")
 	blob, err := tp.CreatePINObject(pin, []byte("s"))
 	if err != nil {

@@ -83,13 +83,24 @@ type Config struct {
 	StateDir string
 	// Logger may be nil.
 	Logger *slog.Logger
+	// SRK: "" uses the TCG SRK at 0x81000001, persisting it there first
+	// when the handle is free (see prepareSRK); SRKConfigTransient never
+	// persists anything and derives the SRK at every Open when
+	// 0x81000001 is free (a key found there is still used).
+	SRK string
 }
+
+// SRKConfigTransient is Config.SRK for "never persist the SRK".
+const SRKConfigTransient = "transient"
 
 // Info describes the TPM in use.
 type Info struct {
 	Kind            string // "device:/dev/tpmrm0", "swtpm", "unix:...", "simulator"
 	Manufacturer    string // 4-char vendor id, e.g. "IBM "
 	FirmwareVersion string // TPM_PT_FIRMWARE_VERSION_1/_2 as four 16-bit numbers, e.g. "8217.4131.22.13878"
+	// SRK is where the storage primary key lives: SRKPersistent,
+	// SRKProvisioned or SRKTransient; SRKReason says why it is transient.
+	SRK, SRKReason string
 	// Software is set for a private swtpm: its state, the TPM's seeds
 	// included, is files under StateDir, so a copy of that directory is a
 	// working copy of every key, and PINs can be guessed offline on it.
@@ -136,13 +147,20 @@ type TPM struct {
 	conn io.Closer     // the underlying transport
 	proc *swtpmProcess // our swtpm child, or nil
 	log  *slog.Logger
+	// reopen opens another file on a resource-managed device (nil for
+	// every other backend): see opFile.
+	reopen func() (transport.TPMCloser, error)
 
-	// Set at Open, read-only afterwards.
+	// Set at Open, read-only afterwards, but for the SRK fields and
+	// info.SRK/SRKReason, which switchToTemplateSRK may change under mu.
 	info          Info
 	algs          []Algorithm
 	srk           tpm2.NamedHandle
 	srkPublic     tpm2.TPMTPublic // salts the HMAC sessions that carry PINs
 	srkPersistent bool
+	// srkChecked: a blob was refused under a persistent SRK found at
+	// Open, and switchToTemplateSRK has run (once per Open).
+	srkChecked bool
 }
 
 // backend is an opened transport plus what Open and Close must know about it.
@@ -153,11 +171,28 @@ type backend struct {
 	// flushStale: nothing virtualises handles, so objects and sessions of
 	// a crashed run still occupy the TPM's few slots.
 	flushStale bool
+	// reopen, for a TPM behind the kernel's resource manager, opens
+	// another file on the same device (see TPM.opFile).
+	reopen func() (transport.TPMCloser, error)
 }
 
 // Open opens the TPM that cfg selects, prepares the storage primary key and
 // asks which credential algorithms the TPM supports.
-func Open(cfg Config) (*TPM, error) {
+func Open(cfg Config) (*TPM, error) { return open(cfg, openHooks{}) }
+
+// openHooks let tests watch every command (count_test.go counts them the
+// way the kernel's resource manager would multiply them).
+type openHooks struct {
+	// wrap, if set, is put between the retry logic and the backend.
+	wrap func(transport.TPM) transport.TPM
+	// resourceManaged: treat the backend as /dev/tpmrm0 (no stale-handle
+	// flush at Open), whatever it is.
+	resourceManaged bool
+	// reopen replaces the backend's reopen (a file per operation).
+	reopen func() (transport.TPMCloser, error)
+}
+
+func open(cfg Config, hooks openHooks) (*TPM, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -166,23 +201,39 @@ func Open(cfg Config) (*TPM, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &TPM{
-		tpm:  newRetryTPM(b.conn, log),
-		conn: b.conn,
-		proc: b.proc,
-		log:  log,
-		info: Info{Kind: b.kind, Software: b.proc != nil},
+	var next transport.TPM = b.conn
+	if hooks.wrap != nil {
+		next = hooks.wrap(next)
 	}
-	if err := t.start(b.flushStale); err != nil {
+	if hooks.resourceManaged {
+		b.flushStale = false
+	}
+	if hooks.reopen != nil {
+		b.reopen = hooks.reopen
+	}
+	t := &TPM{
+		tpm:    newRetryTPM(next, log),
+		conn:   b.conn,
+		proc:   b.proc,
+		log:    log,
+		reopen: b.reopen,
+		info:   Info{Kind: b.kind, Software: b.proc != nil},
+	}
+	switch cfg.SRK {
+	case "", SRKConfigTransient:
+	default:
+		_ = b.conn.Close()
+		if b.proc != nil {
+			_ = b.proc.stop()
+		}
+		return nil, fmt.Errorf("open TPM: Config.SRK %q: want \"\" or %q", cfg.SRK, SRKConfigTransient)
+	}
+	if err := t.start(b.flushStale, cfg.SRK); err != nil {
 		_ = t.shutdown()
 		return nil, fmt.Errorf("open TPM (%s): %w", b.kind, err)
 	}
-	srk := "transient (CreatePrimary)"
-	if t.srkPersistent {
-		srk = "persistent 0x81000001"
-	}
 	log.Info("TPM ready", "kind", t.info.Kind, "manufacturer", t.info.Manufacturer,
-		"firmware", t.info.FirmwareVersion, "srk", srk, "algorithms", t.algs)
+		"firmware", t.info.FirmwareVersion, "srk", t.info.SRK, "srk_reason", t.info.SRKReason, "algorithms", t.algs)
 	return t, nil
 }
 
@@ -243,7 +294,11 @@ func openDevice(path string) (*backend, error) {
 	// handle space and flushes it on close. A raw /dev/tpmN is opened
 	// exclusively, so whatever is loaded there is a dead client's leftover.
 	rm := strings.HasPrefix(filepath.Base(path), "tpmrm")
-	return &backend{conn: conn, kind: "device:" + path, flushStale: !rm}, nil
+	b := &backend{conn: conn, kind: "device:" + path, flushStale: !rm}
+	if rm {
+		b.reopen = func() (transport.TPMCloser, error) { return linuxtpm.Open(path) }
+	}
+	return b, nil
 }
 
 func openSwtpm(stateDir string) (*backend, error) {
@@ -255,7 +310,7 @@ func openSwtpm(stateDir string) (*backend, error) {
 }
 
 // start runs the Open-time commands.
-func (t *TPM) start(flushStale bool) error {
+func (t *TPM) start(flushStale bool, srkMode string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if flushStale {
@@ -278,7 +333,7 @@ func (t *TPM) start(flushStale bool) error {
 			return err
 		}
 	}
-	if err := t.prepareSRK(); err != nil {
+	if err := t.prepareSRK(srkMode); err != nil {
 		return err
 	}
 	algs, err := t.probeAlgorithms()
@@ -382,26 +437,48 @@ func vendorString(v uint32) string {
 	return string(b)
 }
 
-// prepareSRK uses a persistent TCG ECC SRK if one is provisioned at
-// 0x81000001, and otherwise derives it with CreatePrimary. Both give the same
-// key for the same owner seed, so blobs survive restarts either way.
-func (t *TPM) prepareSRK() error {
+// SRK placements (Info.SRK).
+const (
+	// SRKPersistent: the TCG SRK at 0x81000001, found there.
+	SRKPersistent = "persistent 0x81000001"
+	// SRKProvisioned: the TCG SRK at 0x81000001, put there by this Open.
+	SRKProvisioned = "persistent 0x81000001 (provisioned now)"
+	// SRKTransient: derived with CreatePrimary at every Open and held
+	// as a transient object; Info.SRKReason says why.
+	SRKTransient = "transient"
+)
+
+// prepareSRK finds the storage primary key. The TCG SRK at 0x81000001 (TCG
+// TPM v2.0 Provisioning Guidance, 7.5.1 and 7.8: ECC NIST P-256 from the
+// owner seed, the EK Credential Profile's template L-2 made a storage key;
+// go-tpm's ECCSRKTemplate) is used when its public area has that
+// template's shape; when the handle is free and Config.SRK allows it,
+// CreatePrimary makes it and TPM2_EvictControl persists it there, as
+// systemd-tpm2-setup does. Otherwise the key is derived with CreatePrimary
+// and held as a transient object, as before.
+//
+// The same template on the same owner seed is the same key, so blobs made
+// under a transient SRK load under the persistent one passkeyd provisions,
+// and back. (A key found there may come from another template with the
+// same shape: see switchToTemplateSRK.) The placement matters for speed:
+// through the kernel resource manager (/dev/tpmrm0), a transient SRK is
+// context-saved, flushed and loaded back around every command, which
+// roughly doubles the commands a signature costs at the TPM (see
+// test/vm/tpmcount.sh); a persistent one is never swapped.
+func (t *TPM) prepareSRK(mode string) error {
 	rp, err := tpm2.ReadPublic{ObjectHandle: persistentSRK}.Execute(t.tpm)
 	switch {
 	case err == nil:
 		if isECCSRK(&rp.OutPublic) {
-			pub, err := rp.OutPublic.Contents()
-			if err != nil {
-				return fmt.Errorf("read public area of 0x81000001: %w", err)
-			}
-			t.srk = tpm2.NamedHandle{Handle: persistentSRK, Name: rp.Name}
-			t.srkPublic = *pub
-			t.srkPersistent = true
-			return nil
+			return t.usePersistentSRK(rp, SRKPersistent)
 		}
+		t.info.SRKReason = "0x81000001 holds a key that is not the TCG ECC SRK"
 		t.log.Info("persistent handle 0x81000001 is not a TCG ECC SRK; deriving the SRK with CreatePrimary")
 	case errors.Is(err, tpm2.TPMRCHandle):
-		// Nothing persisted there: the common case.
+		// Nothing persisted there.
+		if mode == SRKConfigTransient {
+			t.info.SRKReason = "Config.SRK is \"transient\""
+		}
 	default:
 		return fmt.Errorf("read public area of 0x81000001: %w", err)
 	}
@@ -412,12 +489,57 @@ func (t *TPM) prepareSRK() error {
 	if err != nil {
 		return fmt.Errorf("create storage primary key (owner hierarchy): %w", err)
 	}
-	t.srk = tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}
 	pub, err := cp.OutPublic.Contents()
 	if err != nil {
+		t.flush(cp.ObjectHandle)
 		return fmt.Errorf("create storage primary key: public area: %w", err)
 	}
+	t.srk = tpm2.NamedHandle{Handle: cp.ObjectHandle, Name: cp.Name}
 	t.srkPublic = *pub
+	t.info.SRK = SRKTransient
+	if t.info.SRKReason != "" {
+		return nil
+	}
+	// The handle is free: persist the key there, authorized like the
+	// CreatePrimary that just succeeded (an empty ownerAuth).
+	_, err = tpm2.EvictControl{
+		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		ObjectHandle:     t.srk,
+		PersistentHandle: persistentSRK,
+	}.Execute(t.tpm)
+	if err != nil && !errors.Is(err, tpm2.TPMRCNVDefined) {
+		// TPM_RC_NV_SPACE (no room for another persistent object), a
+		// hierarchy whose owner forbids it: keep the transient key.
+		t.info.SRKReason = fmt.Sprintf("TPM2_EvictControl to 0x81000001 failed: %v", err)
+		t.log.Info("could not persist the SRK at 0x81000001; keeping it transient", "err", err)
+		return nil
+	}
+	// Persisted, or (TPM_RC_NV_DEFINED) someone else persisted a key
+	// there meanwhile: use it if it is the SRK.
+	rp, rerr := tpm2.ReadPublic{ObjectHandle: persistentSRK}.Execute(t.tpm)
+	if rerr != nil || !isECCSRK(&rp.OutPublic) {
+		t.info.SRKReason = "0x81000001 was taken by another key during start-up"
+		return nil
+	}
+	t.flush(t.srk.Handle)
+	how := SRKProvisioned
+	if err != nil {
+		how = SRKPersistent
+	}
+	return t.usePersistentSRK(rp, how)
+}
+
+// usePersistentSRK makes the key at 0x81000001, whose public area rp is,
+// the SRK.
+func (t *TPM) usePersistentSRK(rp *tpm2.ReadPublicResponse, how string) error {
+	pub, err := rp.OutPublic.Contents()
+	if err != nil {
+		return fmt.Errorf("read public area of 0x81000001: %w", err)
+	}
+	t.srk = tpm2.NamedHandle{Handle: persistentSRK, Name: rp.Name}
+	t.srkPublic = *pub
+	t.srkPersistent = true
+	t.info.SRK, t.info.SRKReason = how, ""
 	return nil
 }
 
@@ -502,8 +624,13 @@ func (t *TPM) shutdown() error {
 	return errors.Join(errs...)
 }
 
-// Info describes the TPM (read at Open).
-func (t *TPM) Info() Info { return t.info }
+// Info describes the TPM (read at Open; SRK and SRKReason change if a
+// refused blob makes switchToTemplateSRK take the template's SRK).
+func (t *TPM) Info() Info {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.info
+}
 
 // Algorithms returns the credential algorithms this TPM supports, asked with
 // TPM2_TestParms (ES256 first). Cached at Open.

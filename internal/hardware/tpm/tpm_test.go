@@ -147,8 +147,14 @@ func sharedSwtpm(tb testing.TB) *TPM {
 // openSwtpm starts a private swtpm with state in dir, closed at cleanup.
 func openTestSwtpm(tb testing.TB, dir string) *TPM {
 	tb.Helper()
+	return openTestSwtpmSRK(tb, dir, "")
+}
+
+// openTestSwtpmSRK is openTestSwtpm with a Config.SRK.
+func openTestSwtpmSRK(tb testing.TB, dir, srk string) *TPM {
+	tb.Helper()
 	needSwtpm(tb)
-	tp, err := Open(Config{Spec: "swtpm", StateDir: dir, Logger: testLogger(tb)})
+	tp, err := Open(Config{Spec: "swtpm", StateDir: dir, Logger: testLogger(tb), SRK: srk})
 	if err != nil {
 		tb.Fatalf("open swtpm: %v", err)
 	}
@@ -444,9 +450,9 @@ func TestHandlesFlushed(t *testing.T) {
 		if _, err := tp.Sign(bad, digestOf("x")); err == nil {
 			t.Fatal("tampered blob signed")
 		}
-		hs := transientHandles(t, tp)
-		if len(hs) != 1 || hs[0] != tp.srk.Handle {
-			t.Errorf("transient handles after 10 signs = %x, want only the SRK %x", hs, tp.srk.Handle)
+		// Nothing at all: the SRK is persistent (provisioned at Open).
+		if hs := transientHandles(t, tp); len(hs) != 0 || !tp.srkPersistent {
+			t.Errorf("transient handles after 10 signs = %x (SRK persistent: %v), want none", hs, tp.srkPersistent)
 		}
 	})
 }
@@ -664,10 +670,14 @@ func TestSwtpmLongStateDir(t *testing.T) {
 	}
 }
 
-// persistSRKAndReopen persists tp's SRK at 0x81000001, as a provisioning
-// tool would, closes tp and opens the swtpm state in dir again.
+// persistSRKAndReopen persists tp's SRK (transient: tp was opened with
+// Config.SRK "transient") at 0x81000001, as a provisioning tool would,
+// closes tp and opens the swtpm state in dir again.
 func persistSRKAndReopen(t *testing.T, tp *TPM, dir string) *TPM {
 	t.Helper()
+	if tp.srkPersistent {
+		t.Fatal("persistSRKAndReopen: the SRK is persistent already")
+	}
 	tp.mu.Lock()
 	_, err := tpm2.EvictControl{
 		Auth:             tpm2.TPMRHOwner,
@@ -688,14 +698,14 @@ func persistSRKAndReopen(t *testing.T, tp *TPM, dir string) *TPM {
 // of CreatePrimary, and it is the same key, so old blobs still load.
 func TestPersistentSRK(t *testing.T) {
 	dir := t.TempDir()
-	tp := openTestSwtpm(t, dir)
+	tp := openTestSwtpmSRK(t, dir, SRKConfigTransient)
 	blob, _, err := tp.CreateKey(ES256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tp2 := persistSRKAndReopen(t, tp, dir)
-	if !tp2.srkPersistent || tp2.srk.Handle != persistentSRK {
-		t.Fatalf("SRK = %x (persistent %v), want 0x81000001", tp2.srk.Handle, tp2.srkPersistent)
+	if !tp2.srkPersistent || tp2.srk.Handle != persistentSRK || tp2.Info().SRK != SRKPersistent {
+		t.Fatalf("SRK = %x (persistent %v, %q), want 0x81000001", tp2.srk.Handle, tp2.srkPersistent, tp2.Info().SRK)
 	}
 	if _, err := tp2.Sign(blob, digestOf("x")); err != nil {
 		t.Errorf("Sign under persistent SRK: %v", err)
@@ -717,8 +727,10 @@ func TestUnixStaleHandles(t *testing.T) {
 	sock := conn.addr
 	_ = conn.Close()
 
+	// A transient SRK (as every passkeyd before the persistent one): the
+	// leftovers then fill the TPM's 3 slots.
 	spec := "unix:" + sock
-	tp, err := Open(Config{Spec: spec, Logger: testLogger(t)})
+	tp, err := Open(Config{Spec: spec, Logger: testLogger(t), SRK: SRKConfigTransient})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -745,7 +757,7 @@ func TestUnixStaleHandles(t *testing.T) {
 
 	// With SRK + 2 leftovers the 3 slots are full: without the stale flush,
 	// this Open's CreatePrimary fails with TPM_RC_OBJECT_MEMORY.
-	tp2, err := Open(Config{Spec: spec, Logger: testLogger(t)})
+	tp2, err := Open(Config{Spec: spec, Logger: testLogger(t), SRK: SRKConfigTransient})
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
