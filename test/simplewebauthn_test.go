@@ -462,6 +462,21 @@ func encodeAttObj(t *testing.T, obj map[string]any) []byte {
 	return b
 }
 
+// coseAlg is the alg (label 3) of a base64url COSE_Key.
+func coseAlg(t *testing.T, key string) int {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(key)
+	if err != nil {
+		t.Fatalf("publicKey: %v", err)
+	}
+	var k map[int]any
+	if err := cbor.Unmarshal(raw, &k); err != nil {
+		t.Fatalf("publicKey: %v", err)
+	}
+	alg, _ := k[3].(int64)
+	return int(alg)
+}
+
 // foreignCA is a CA certificate (PEM) that never issued anything passkeyd
 // made: a trust anchor that must not validate passkeyd's AIK certificate.
 func foreignCA(t *testing.T) string {
@@ -641,5 +656,23 @@ func swaCeremonies(t *testing.T, rp *swaRP, port int, conveyance, wantFmt string
 	// the bytes, not the setup).
 	if r := rp.verifyAuthentication(o, a, true, cred2); !r.Verified {
 		t.Errorf("the untampered assertion, verified again: %+v", r)
+	}
+
+	// RS256 when the RP offers only RS256 (CTAP 2.1 §6.1.2: the first
+	// algorithm in pubKeyCredParams the authenticator supports). With the
+	// PIN set, a discoverable credential needs UV (§6.1.2: makeCredUvNotRqd
+	// covers non-discoverable ones only; CTAP2_ERR_PUAT_REQUIRED otherwise).
+	rsOpts := rp.registrationOptions(conveyance, "required", -257)
+	rsResp := clientCeremony(t, port, "create", rsOpts, swaPIN)
+	rs := rp.verifyRegistration(rsOpts, rsResp, true, anchors)
+	if !rs.Verified || rs.Fmt != wantFmt || rs.CredentialID != rsResp.ID || !rs.UserVerified {
+		t.Errorf("RS256 registration: %+v", rs)
+	} else if alg := coseAlg(t, rs.PublicKey); alg != -257 {
+		t.Errorf("RS256 registration: credential public key alg %d", alg)
+	}
+	o = rp.authenticationOptions("discouraged", rs.CredentialID)
+	a = clientCeremony(t, port, "get", o, "")
+	if v := rp.verifyAuthentication(o, a, false, rs); !v.Verified || v.CredentialID != rs.CredentialID || v.NewCounter <= rs.Counter {
+		t.Errorf("RS256 sign-in: %+v", v)
 	}
 }
