@@ -15,6 +15,11 @@ command -v pinentry-curses >/dev/null 2>&1 || pkgs+=(pinentry-curses)
 command -v dbus-daemon >/dev/null 2>&1 || pkgs+=(dbus-daemon)
 /usr/bin/python3 -c 'import dbusmock' >/dev/null 2>&1 || pkgs+=(python3-dbusmock)
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+# The SimpleWebAuthn test (test/simplewebauthn_test.go runs `npm ci` itself):
+# node >= 20, which @simplewebauthn/server 14 requires (Debian 12's nodejs
+# is 18: the test says so; NodeSource's nodejs 20 includes npm).
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	echo "deps: installing ${pkgs[*]}" >&2

@@ -21,9 +21,10 @@ func newAttestationCommand(g *globalOptions) *cobra.Command {
 		Use:   "ca",
 		Short: "Print the local attestation CA certificate",
 		Long: `Print the certificate of this machine's attestation CA. With
---attestation tpm, every registration carries a certificate chain ending in
-it: relying parties that trust it know the passkey's key was made inside
-this machine's TPM.`,
+--attestation tpm, every registration carries an AIK certificate issued by
+it (the CA itself is not sent: it is the relying party's trust anchor):
+relying parties that trust it know the passkey's key was made inside this
+machine's TPM.`,
 		Example: `  # Collect the CA of each machine for the relying party's trust store:
   passkeyctl attestation ca > $(hostname)-passkeyd-ca.pem
   openssl x509 -noout -text -in $(hostname)-passkeyd-ca.pem`,

@@ -82,8 +82,8 @@ type PyResult struct {
 }
 
 // PythonFido2 has python-fido2 verify each registration (names must be
-// unique); with trustedCA, an accepted trust path must also end in exactly
-// that certificate. fixECC first fixes 0.9.1's two ECC parsing bugs in its
+// unique); with trustedCA, an accepted trust path must also chain to that
+// certificate (and not contain it: it is the trust anchor). fixECC first fixes 0.9.1's two ECC parsing bugs in its
 // TPM structures (verify_attestation.py says which); RSA needs none.
 func PythonFido2(ctx context.Context, regs []Registration, trustedCA []byte, fixECC bool) (map[string]PyResult, error) {
 	type pyCase struct {

@@ -7,8 +7,8 @@
 // organisation that exports the CA certificate from each of its machines
 // (TPMAttester.CACertificate, `passkeyctl attestation ca`) can tell
 // registrations from its own fleet apart from any other authenticator: the
-// statement's x5c is [AIK certificate, CA certificate], and the RP checks
-// that the chain ends in a CA it trusts. Without that policy, a "tpm"
+// statement's x5c is [AIK certificate], and the RP checks that it chains to
+// a CA it trusts. Without that policy, a "tpm"
 // statement proves what packed self attestation proves, plus that the key is
 // a non-duplicable key of the TPM the AK lives in (as far as one trusts that
 // the AK is one).
@@ -164,10 +164,15 @@ func (a *TPMAttester) CreateKey(alg tpm.Algorithm) (tpm.KeyBlob, crypto.PublicKe
 // Statement returns the "tpm" attestation statement for a new credential
 // whose key is credKey (made by CreateKey): TPM2_Certify of credKey by the
 // AK over extraData = SHA-256(authData || clientDataHash) (alg ES256 is the
-// AK's algorithm). attStmt is {ver: "2.0", alg: -7, x5c: [AIK certificate,
-// CA certificate], sig, certInfo, pubArea}. authData must be the final
-// authenticator data, with credKey's public key in its attested credential
-// data.
+// AK's algorithm). attStmt is {ver: "2.0", alg: -7, x5c: [AIK certificate],
+// sig, certInfo, pubArea}. authData must be the final authenticator data,
+// with credKey's public key in its attested credential data.
+//
+// x5c leaves out the CA, the trust anchor: an RP that trusts the CA has it
+// already, and a path validated per RFC 5280 §6.1 does not contain its
+// trust anchor. RPs built to FIDO's conformance tools reject an x5c that
+// repeats their trust anchor ("found duplicate certificates" in
+// SimpleWebAuthn 14; the tools' server test F-10 requires that error).
 func (a *TPMAttester) Statement(authData, clientDataHash []byte, credKey tpm.KeyBlob) (string, map[string]any, error) {
 	if len(clientDataHash) != sha256.Size {
 		return "", nil, fmt.Errorf("tpm attestation: clientDataHash is %d bytes, want %d", len(clientDataHash), sha256.Size)
@@ -189,7 +194,7 @@ func (a *TPMAttester) Statement(authData, clientDataHash []byte, credKey tpm.Key
 	return "tpm", map[string]any{
 		"ver":      "2.0",
 		"alg":      int64(tpm.ES256),
-		"x5c":      [][]byte{bytes.Clone(a.akCert), bytes.Clone(a.caCert)},
+		"x5c":      [][]byte{bytes.Clone(a.akCert)},
 		"sig":      sig,
 		"certInfo": certInfo,
 		"pubArea":  pubArea,
@@ -232,7 +237,7 @@ func (a *TPMAttester) StoredValues() []string {
 	return []string{NameCAKey, NameCACert, NameAKKey, NameAKCert}
 }
 
-// AIKCertificate returns the AK's certificate (DER), the first of x5c.
+// AIKCertificate returns the AK's certificate (DER), the only one in x5c.
 func (a *TPMAttester) AIKCertificate() []byte { return bytes.Clone(a.akCert) }
 
 // ca is the loaded attestation CA.

@@ -76,8 +76,8 @@ func verifyTPMRegistration(t *testing.T, tp *tpm.TPM, a *TPMAttester, cred crede
 		t.Errorf("ver %v alg %v", stmt["ver"], stmt["alg"])
 	}
 	x5c := stmt["x5c"].([][]byte)
-	if len(x5c) != 2 || !bytes.Equal(x5c[0], a.AIKCertificate()) || !bytes.Equal(x5c[1], a.CACertificate()) {
-		t.Fatal("x5c is not [AIK certificate, CA certificate]")
+	if len(x5c) != 1 || !bytes.Equal(x5c[0], a.AIKCertificate()) {
+		t.Fatal("x5c is not [AIK certificate]")
 	}
 	certInfo, pubArea := stmt["certInfo"].([]byte), stmt["pubArea"].([]byte)
 
@@ -127,8 +127,8 @@ func verifyTPMRegistration(t *testing.T, tp *tpm.TPM, a *TPMAttester, cred crede
 			with("pubArea and certify of another key", "sig", otherSig).
 			with("pubArea and certify of another key", "pubArea", otherPubArea),
 		good.with("certify over other data", "certInfo", wrongInfo).with("certify over other data", "sig", wrongSig),
-		good.with("x5c reversed", "x5c", [][]byte{x5c[1], x5c[0]}),
-		good.with("AIK certificate of another TPM", "x5c", [][]byte{foreign.AIKCertificate(), foreign.CACertificate()}),
+		good.with("x5c the CA certificate", "x5c", [][]byte{a.CACertificate()}),
+		good.with("AIK certificate of another TPM", "x5c", [][]byte{foreign.AIKCertificate()}),
 		good.with("alg RS256", "alg", int64(-257)),
 		otherCDJ,
 		otherCounter,
@@ -839,7 +839,7 @@ func TestSchemeKeyRejectedByPythonFido2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.attStmt = map[string]any{"ver": "2.0", "alg": int64(-7), "x5c": [][]byte{a.AIKCertificate(), a.CACertificate()},
+	r.attStmt = map[string]any{"ver": "2.0", "alg": int64(-7), "x5c": [][]byte{a.AIKCertificate()},
 		"sig": sig, "certInfo": certInfo, "pubArea": pubArea}
 	if _, err := goWebAuthn(t, r); err != nil {
 		t.Errorf("go-webauthn: %v", err)

@@ -209,6 +209,27 @@ else
 	fail daemon-device "unexpected uevent: $uevent"
 fi
 
+# What sandboxes see (README, "Sandboxed browsers"): the node hangs below
+# the uhid misc device, and no ancestor has the idVendor/idProduct
+# attributes that snapd's u2f-devices rules (ATTRS{idVendor}) and a USB
+# key's sysfs path (/sys/devices/**/usb*/**) rely on.
+node_sys=$(readlink -f "/sys/class/hidraw/${hidraw#/dev/}")
+d=$node_sys usb_attr=
+while [ "$d" != /sys/devices ] && [ "$d" != / ]; do
+	[ -e "$d/idVendor" ] && usb_attr="$usb_attr $d/idVendor"
+	d=$(dirname "$d")
+done
+case "$node_sys" in
+/sys/devices/virtual/misc/uhid/0003:1209:7A55.*/hidraw/hidraw*)
+	if [ -z "$usb_attr" ] && [ -r "$(dirname "$(dirname "$node_sys")")/report_descriptor" ]; then
+		pass "sandbox-uhid-no-usb-parent ($node_sys)"
+	else
+		fail sandbox-uhid-no-usb-parent "idVendor at:$usb_attr; report_descriptor readable: $(ls -l "$(dirname "$(dirname "$node_sys")")/report_descriptor" 2>&1)"
+	fi
+	;;
+*) fail sandbox-uhid-no-usb-parent "sysfs path $node_sys" ;;
+esac
+
 uid=$(awk '/^Uid:/{print $2}' "/proc/$daemon/status" 2>/dev/null)
 caps=$(awk '/^CapEff:/{print $2}' "/proc/$daemon/status" 2>/dev/null)
 if [ "$uid" = "$SVC_UID" ] && [ "$caps" = 0000000000000000 ]; then
