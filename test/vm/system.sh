@@ -52,6 +52,11 @@ missing_pkgs() {
 	command -v getfacl >/dev/null || p+=(acl)
 	command -v agetty >/dev/null || p+=(util-linux)
 	command -v fido2-token >/dev/null || p+=(fido2-tools)
+	/usr/bin/python3 -c 'import fido2' 2>/dev/null || p+=(python3-fido2)
+	command -v chvt >/dev/null || p+=(kbd)
+	command -v script >/dev/null || p+=(bsdutils)
+	command -v pkttyagent >/dev/null || p+=(polkitd)
+	command -v chpasswd >/dev/null || p+=(passwd)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
 	command -v rpm >/dev/null || p+=(rpm)
 	if [ "$browser" = 1 ] && [ ! -x /usr/lib/chromium/chromium ]; then p+=(chromium); fi
