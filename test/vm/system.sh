@@ -55,7 +55,7 @@ missing_pkgs() {
 	/usr/bin/python3 -c 'import fido2' 2>/dev/null || p+=(python3-fido2)
 	command -v chvt >/dev/null || p+=(kbd)
 	command -v script >/dev/null || p+=(bsdutils)
-	command -v pkttyagent >/dev/null || p+=(polkitd)
+	/usr/bin/python3 -c 'import gi; gi.require_version("PolkitAgent", "1.0")' 2>/dev/null || p+=(python3-gi gir1.2-polkit-1.0)
 	command -v chpasswd >/dev/null || p+=(passwd)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
 	command -v rpm >/dev/null || p+=(rpm)

@@ -5,7 +5,7 @@
 # configuration (users = "auto": seat mode; prompt = "polkit+agent"), and
 # checks what a person would check, with alice logged in on tty1 and bob on
 # tty2 (logind seat sessions; the active one follows the VT, switched with
-# chvt), each with a polkit text agent (pkttyagent) in their session whose
+# chvt), each with polkit's text agent registered for their session, whose
 # password prompts the test answers. Client commands run AS alice or bob
 # (runuser), never as root. Each check prints "E2E PASS name" or "E2E FAIL
 # name: reason" on the serial console; "E2E DONE" ends the list, then the
@@ -129,11 +129,12 @@ agent_connected() { [ "$(count "prompt agent connected.* uid=${2:-$uid}")" -gt "
 # changes with every sign-in).
 listing() { "${ua[@]}" passkeyctl list 2>&1 | awk 'NR > 1 {print $NF}' | sort || true; }
 
-# polkit's text agents. Each user's login shell runs pkttyagent under
-# script(1) (guest/system-init): its tty output is ~/.polkit-agent.log, its
+# polkit's text agents. Each user's login shell runs polkit's text listener
+# for the session under script(1) (guest/system-init, guest/
+# polkit_session_agent.py): its tty output is ~/.polkit-agent.log, its
 # input what is appended to ~/.polkit-agent.in. pk_answerer USER answers
 # every new "Password:" prompt there with the line in $t/pk-USER.answer
-# (the right password unless a check says otherwise). pkttyagent turns
+# (the right password unless a check says otherwise). The listener turns
 # echo off with TCSAFLUSH after printing the prompt, discarding input that
 # came before: the answer waits a second, and is sent once more when no
 # outcome appears (a second copy is discarded by the next prompt's flush).
@@ -212,19 +213,16 @@ if wait_for 120 seat_sessions && wait_for 60 systemctl is-active -q "user@$uid.s
 else
 	fail seat-sessions "$(loginctl list-sessions --no-legend 2>&1); active: $(active_session); user@$uid: $(systemctl is-active "user@$uid.service" 2>&1)"
 fi
-# pkttyagent in each session: registered with polkitd for the session of
-# its process (it is a child of the login shell, in session-N.scope).
+# polkit's text agent in each session, registered for that session
+# (guest/polkit_session_agent.py, started by the login shell).
 agents_in_sessions() {
-	local u p
-	for u in "$user:$session" "$other:$osession"; do
-		p=$(pgrep -u "${u%:*}" -x pkttyagent | head -1) && [ -n "$p" ] &&
-			grep -q "/session-${u#*:}\.scope$" "/proc/$p/cgroup" || return 1
-	done
+	grep -q "^registered for session $session" "$uhome/.polkit-agent.log" 2>/dev/null &&
+		grep -q "^registered for session $osession" "$ohome/.polkit-agent.log" 2>/dev/null
 }
-if wait_for 60 agents_in_sessions; then
-	pass "polkit-agents (pkttyagent of $user in session $session, of $other in session $osession)"
+if wait_for 90 agents_in_sessions; then
+	pass "polkit-agents (polkit's text agent registered for $user's session $session and for $other's session $osession)"
 else
-	fail polkit-agents "$(ps -eo user,pid,args | grep -E '[p]kttyagent|[s]cript' | tr '\n' '|'); $(tail -c 300 "$uhome/.polkit-agent.log" 2>&1)"
+	fail polkit-agents "$(ps -eo user,pid,args | grep -E '[p]olkit_session_agent|[s]cript' | tr '\n' '|'); $(tail -c 300 "$uhome/.polkit-agent.log" 2>&1)"
 fi
 for u in "$user" "$other"; do
 	pk_answer "$u" "${password[$u]}"
@@ -382,7 +380,7 @@ fi
 # A discoverable credential is created only with UV on an authenticator
 # protected by UV (CTAP 2.1 §6.1.2 step 6: PUAT_REQUIRED otherwise): -v makes
 # libfido2 get a token with getPinUvAuthTokenUsingUvWithPermissions, which
-# the daemon answers through polkit: pkttyagent in alice's session asks for
+# the daemon answers through polkit: the text agent of alice's session asks for
 # her password (pk_answerer types it).
 p0=$(pk_prompts "$user")
 o0=$(pk_prompts "$other")
@@ -391,9 +389,9 @@ if run cred-M 90 "${ua[@]}" fido2-cred -M -r -v -i "$w/cred.in" -o "$w/cred.out"
 	[ "$(pk_prompts "$user")" -gt "$p0" ] && [ "$(pk_prompts "$other")" = "$o0" ]; then
 	pass "fido2-cred-uv-polkit (discoverable, fido2-cred -M -r -v: polkit asked $user's agent $(($(pk_prompts "$user") - p0)) time(s), $other's none; attestation verified with the UV flag)"
 else
-	fail fido2-cred-uv-polkit "$(out cred-M) $(out cred-V); agent: $(tail -c 300 "$uhome/.polkit-agent.log")"
+	fail fido2-cred-uv-polkit "$(out cred-M) $(out cred-V); agent: $(tail -c 300 "$uhome/.polkit-agent.log"); $(journal | grep 'polkit' | tail -3)"
 fi
-sed 's/^/VM pkttyagent alice: /' "$uhome/.polkit-agent.log" | tail -8
+sed 's/^/VM polkit agent alice: /' "$uhome/.polkit-agent.log" | tail -8
 # A non-discoverable credential needs no UV (makeCredUvNotRqd): presence
 # through the session agent (the test pinentry confirms).
 c0=$(confirms)
@@ -431,11 +429,11 @@ uv_assert uv-assert
 if run uv-assert 90 "${uvcmd[@]}" && grep -q '^OK flags=' "$t/uv-assert.out" &&
 	run uv-assert-V 60 "${ua[@]}" fido2-assert -V -p -v -i "$w/uv-assert.out" "$w/cred.pub" es256 &&
 	[ "$(pk_prompts "$user")" -gt "$p0" ]; then
-	pass "polkit-uv-assert (getPinUvAuthTokenUsingUvWithPermissions through polkit, $user's password typed into pkttyagent: $(head -1 "$t/uv-assert.out"); signature, UP and UV verified)"
+	pass "polkit-uv-assert (getPinUvAuthTokenUsingUvWithPermissions through polkit, $user's password typed into her polkit agent: $(head -1 "$t/uv-assert.out"); signature, UP and UV verified)"
 else
-	fail polkit-uv-assert "$(out uv-assert) $(out uv-assert-V); agent: $(tail -c 300 "$uhome/.polkit-agent.log")"
+	fail polkit-uv-assert "$(out uv-assert) $(out uv-assert-V); agent: $(tail -c 300 "$uhome/.polkit-agent.log"); $(journal | grep 'polkit' | tail -3)"
 fi
-# A wrong password: pkttyagent reports the failure, polkit answers "not
+# A wrong password: the agent reports the failure, polkit answers "not
 # authorized", and the key answers CTAP2_ERR_UV_INVALID (0x3F).
 pk_answer "$user" "not-${password[$user]}"
 f0=$(pk_count "$user" 'AUTHENTICATION FAILED')
@@ -444,7 +442,7 @@ uv_assert uv-wrong
 run uv-wrong 90 "${uvcmd[@]}" || rc=$?
 pk_answer "$user" "${password[$user]}"
 if [ "$rc" = 2 ] && grep -qx 'CTAP 0x3F UV_INVALID' "$t/uv-wrong.out" && [ "$(pk_count "$user" 'AUTHENTICATION FAILED')" -gt "$f0" ]; then
-	pass "polkit-wrong-password (pkttyagent: AUTHENTICATION FAILED; the key: $(head -1 "$t/uv-wrong.out"))"
+	pass "polkit-wrong-password (the agent: AUTHENTICATION FAILED; the key: $(head -1 "$t/uv-wrong.out"))"
 else
 	fail polkit-wrong-password "exit $rc: $(out uv-wrong); agent: $(tail -c 300 "$uhome/.polkit-agent.log")"
 fi
@@ -494,9 +492,9 @@ before_list=$(listing)
 stage "two users: chvt 2 makes bob's session the active one"
 ow=$ohome/work
 # alice holds the node open across the switch (hidraw_hold.py: INIT before,
-# INIT again once $t/hold.go exists).
-rm -f "$t/hold.go"
-"${ua[@]}" /usr/bin/python3 "$guest/hidraw_hold.py" "$hidraw" "$t/hold.go" >"$t/hold.out" 2>&1 &
+# INIT again once $w/hold.go exists).
+rm -f "$w/hold.go"
+"${ua[@]}" /usr/bin/python3 "$guest/hidraw_hold.py" "$hidraw" "$w/hold.go" >"$t/hold.out" 2>&1 &
 hold=$!
 bg_pids+=($hold)
 wait_for 20 grep -q '^before:' "$t/hold.out" || true
@@ -508,7 +506,7 @@ if chvt 2 && wait_for 30 is_active "$osession" && wait_for 30 switched_to "$othe
 else
 	fail switch-recreates-key "active: $(active_session); $hidraw $(hid_device); $(getfacl -p "$hidraw" 2>&1 | tr '\n' ' '); $(journal | grep 'seat:' | tail -3)"
 fi
-touch "$t/hold.go"
+touch "$w/hold.go"
 wait_for 20 grep -q '^after:' "$t/hold.out" || true
 if grep -qx 'before: ok' "$t/hold.out" && grep -qE '^after: E[A-Z]+$' "$t/hold.out"; then
 	pass "held-descriptor-fails ($user's descriptor of $node_a, opened before the switch: $(tr '\n' ' ' <"$t/hold.out"))"
@@ -525,23 +523,23 @@ if wait_for 20 agent_connected "$oconnected" "$ouid"; then
 else
 	fail agent-follows-switch "$(journal | grep 'prompt agent' | tail -4)"
 fi
-# bob's namespace: no PIN yet (alice's is set), and alice's PIN is not his.
-printf '%s\n' "$pin" >"$ow/alice.pin"
-owned "$other" "$ow/alice.pin"
-rc=0
+# bob's namespace: no PIN yet (alice's is set), and alice's PIN is not his:
+# getPinUvAuthTokenUsingPinWithPermissions with her PIN (guest/pin_token.py).
+pin_token() { # NAME PIN: as bob
+	run "$1" 60 "${ub[@]}" /usr/bin/python3 "$guest/pin_token.py" "$hidraw" "$2"
+}
 if run bob-I 60 "${ub[@]}" fido2-token -I "$hidraw" && grep -qE '^options: .*noclientPin' "$t/bob-I.out" &&
-	! run bob-L-alicepin 60 "${ub[@]}" sh -c "fido2-token -L -r $hidraw <$ow/alice.pin" &&
-	grep -q 'FIDO_ERR_PIN_NOT_SET' "$t/bob-L-alicepin.out"; then
-	pass "pin-per-user ($other's namespace has no PIN while $user's has one: options $(options bob-I | grep -o noclientPin); $user's PIN for $other: $(grep -o 'FIDO_ERR_[A-Z_]*' "$t/bob-L-alicepin.out"))"
+	! pin_token bob-alicepin "$pin" && grep -qx 'CTAP 0x35 PIN_NOT_SET' "$t/bob-alicepin.out"; then
+	pass "pin-per-user ($other's namespace has no PIN while $user's has one: $(options bob-I | grep -o noclientPin); $user's PIN for $other: $(cat "$t/bob-alicepin.out"))"
 else
-	fail pin-per-user "$(out bob-I) $(out bob-L-alicepin)"
+	fail pin-per-user "$(out bob-I) $(out bob-alicepin)"
 fi
 if printf '%s\n%s\n' "$opin" "$opin" | run bob-set-pin 60 "${ub[@]}" fido2-token -S "$hidraw" &&
-	! run bob-L-alicepin2 60 "${ub[@]}" sh -c "fido2-token -L -r $hidraw <$ow/alice.pin" &&
-	grep -q 'FIDO_ERR_PIN_INVALID' "$t/bob-L-alicepin2.out"; then
-	pass "pin-independent ($other set his own PIN; $user's PIN for $other now: $(grep -o 'FIDO_ERR_[A-Z_]*' "$t/bob-L-alicepin2.out"))"
+	! pin_token bob-alicepin2 "$pin" && grep -qx 'CTAP 0x31 PIN_INVALID' "$t/bob-alicepin2.out" &&
+	pin_token bob-pin "$opin" && grep -qx OK "$t/bob-pin.out"; then
+	pass "pin-independent ($other set his own PIN; $user's PIN for $other now: $(cat "$t/bob-alicepin2.out"); his own: $(cat "$t/bob-pin.out"))"
 else
-	fail pin-independent "$(out bob-set-pin) $(out bob-L-alicepin2)"
+	fail pin-independent "$(out bob-set-pin) $(out bob-alicepin2) $(out bob-pin)"
 fi
 # getAssertion as bob: without an allow list (alice's discoverable
 # credential) and with alice's non-discoverable credential's ID: both
@@ -674,6 +672,6 @@ else
 fi
 
 if [ "$failures" != 0 ] || [ -n "${VERBOSE:-}" ]; then
-	journal | tail -40 | sed 's/^/VM journal passkeyd: /'
+	journal | grep -v 'prompt agent refused' | tail -60 | sed 's/^/VM journal passkeyd: /'
 	"${ua[@]}" journalctl --user -u passkeyctl-agent -o cat --no-pager 2>/dev/null | tail -20 | sed 's/^/VM journal agent: /' || true
 fi

@@ -38,7 +38,7 @@ def main():
             pin_uv_protocol=pin.protocol.VERSION,
         )
     except CtapError as e:
-        print("CTAP 0x%02X %s" % (e.code, e.code.name if hasattr(e.code, "name") else ""))
+        print("CTAP 0x%02X %s" % (e.code, getattr(e.code, "name", "")))
         return 2
     b64 = lambda v: base64.b64encode(v).decode()
     with open(out, "w") as f:
