@@ -308,8 +308,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			csrv.HandleRefusableStream("agent", agentAllowed, func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
 				err := agent.AttachUID(ctx, s, p.UID)
 				if refusal := agentRefusal(err); refusal != nil {
-					log.Info("prompt agent refused", "uid", p.UID, "pid", p.PID, "why", err)
-					return refusal
+					return refusal // logged by the agent, once while it repeats
 				}
 				log.Info("prompt agent disconnected", "uid", p.UID, "pid", p.PID)
 				return err
