@@ -22,6 +22,9 @@ from gi.repository import GLib, Polkit, PolkitAgent  # noqa: E402
 
 listener = PolkitAgent.TextListener.new(None)
 session = Polkit.UnixSession.new_for_process_sync(os.getpid(), None)
-handle = listener.register(PolkitAgent.RegisterFlags.RUN_IN_THREAD, session, None, None)
+# The object path polkit's own agents use (object_path may not be None here).
+handle = listener.register(
+    PolkitAgent.RegisterFlags.RUN_IN_THREAD, session, "/org/freedesktop/PolicyKit1/AuthenticationAgent", None
+)
 print("registered for session", session.get_session_id(), flush=True)
 GLib.MainLoop().run()
