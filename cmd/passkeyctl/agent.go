@@ -44,8 +44,12 @@ func newAgentCommand(g *globalOptions) *cobra.Command {
 		Long: `agent connects to passkeyd's control socket and shows each request of the
 security key (register, sign in, PIN) to the person at this session:
 through pinentry (the session's flavour), or on this terminal with
---terminal. It reconnects when the daemon restarts. passkeyd accepts the
-agent only from root and from the user given to its --owner flag.
+--terminal. It reconnects when the daemon restarts. In seat mode (the
+default where logind runs) passkeyd accepts one agent per user, and only
+the agent of the user whose session is active on seat0: another user's
+agent is refused and keeps retrying until its user is at the seat again,
+and a second agent of the same user exits with status 78. In owner mode
+it accepts the agent of root and of the owner.
 
 The agent in turn shows prompts only from a daemon it trusts: one running
 as root, as you, as the system user "passkeyd" (the shipped unit's User=)

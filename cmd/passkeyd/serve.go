@@ -121,7 +121,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.stateDir, "state-dir", d.StateDir, "directory holding the credential store and TPM-sealed device secrets")
 	f.StringVar(&o.tpmSpec, "tpm", d.TPM, "TPM to use: auto (the TPM device /dev/tpmrm0, never a software TPM), device-or-swtpm (the device if it opens, else a private swtpm in the state dir), a device path, unix:PATH (raw-command socket), swtpm (private swtpm in the state dir), sim (in-process simulator, in test builds only: -tags tpmsim). With a private swtpm, a copy of the state dir is a copy of every passkey")
 	f.StringVar(&o.transport, "transport", d.Transport, "CTAPHID transport: uhid (a USB FIDO key on /dev/hidrawN, through /dev/uhid), uhid:PATH (another uhid node), udp:HOST:PORT (simulation transport for test suites)")
-	f.StringVar(&o.prompt, "prompt", d.Prompt, "how to ask for user presence and the PIN: agent (passkeyctl agent in the owner's session, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), polkit (the desktop's polkit dialog: the session's password or fingerprint verifies the user, no PIN), polkit+agent (polkit verifies, the agent asks for presence and for the PIN when polkit has no agent), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
+	f.StringVar(&o.prompt, "prompt", d.Prompt, "how to ask for user presence and the PIN: agent (passkeyctl agent in the active user's session, the owner's in owner mode, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), polkit (the desktop's polkit dialog: the session's password or fingerprint verifies the user, no PIN), polkit+agent (polkit verifies, the agent asks for presence and for the PIN when polkit has no agent), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
 	f.StringVar(&o.pinentry, "pinentry", d.Pinentry, "pinentry program for --prompt pinentry (default: pinentry on PATH)")
 	f.StringVar(&o.control, "control", d.Control, "control socket for passkeyctl and the prompt agent; empty disables it")
 	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
@@ -310,8 +310,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			csrv.HandleRefusableStream("agent", agentAllowed, func(ctx context.Context, p control.Peer, _ json.RawMessage, s *control.Stream) error {
 				err := agent.AttachUID(ctx, s, p.UID)
 				if refusal := agentRefusal(err); refusal != nil {
-					log.Info("prompt agent refused", "uid", p.UID, "pid", p.PID, "why", err)
-					return refusal
+					return refusal // logged by the agent, once while it repeats
 				}
 				log.Info("prompt agent disconnected", "uid", p.UID, "pid", p.PID)
 				return err

@@ -17,7 +17,8 @@
 #
 # Environment:
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
-#   PASSKEYD_VM_TIMEOUT=S   bound on the VM run (default 600 s)
+#   PASSKEYD_VM_TIMEOUT=S   bound on the VM run (default 1500 s: about 460 s unloaded,
+#                           twice that beside other tests on 2 cores)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, packages)
 #   VERBOSE=1               print the whole console
 #   CI=true                 a missing prerequisite is a failure, not a skip
@@ -28,7 +29,7 @@ set -euo pipefail
 
 tag=system
 browser=${PASSKEYD_VM_BROWSER:-1}
-vm_timeout=${PASSKEYD_VM_TIMEOUT:-600}
+vm_timeout=${PASSKEYD_VM_TIMEOUT:-1500}
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -52,6 +53,11 @@ missing_pkgs() {
 	command -v getfacl >/dev/null || p+=(acl)
 	command -v agetty >/dev/null || p+=(util-linux)
 	command -v fido2-token >/dev/null || p+=(fido2-tools)
+	/usr/bin/python3 -c 'import fido2' 2>/dev/null || p+=(python3-fido2)
+	command -v chvt >/dev/null || p+=(kbd)
+	command -v script >/dev/null || p+=(bsdutils)
+	/usr/bin/python3 -c 'import gi; gi.require_version("PolkitAgent", "1.0")' 2>/dev/null || p+=(python3-gi gir1.2-polkit-1.0)
+	command -v chpasswd >/dev/null || p+=(passwd)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
 	command -v rpm >/dev/null || p+=(rpm)
 	if [ "$browser" = 1 ] && [ ! -x /usr/lib/chromium/chromium ]; then p+=(chromium); fi

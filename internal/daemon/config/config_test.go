@@ -23,7 +23,7 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TPM != "auto" || c.Transport != "uhid" || c.Prompt != "agent" || c.Users != "owner" || c.StateDir != "/var/lib/passkeyd" || c.Policy.MinPINLength != 4 {
+	if c.TPM != "auto" || c.Transport != "uhid" || c.Prompt != "polkit+agent" || c.Users != "auto" || c.StateDir != "/var/lib/passkeyd" || c.Policy.MinPINLength != 4 {
 		t.Errorf("defaults: %+v", c)
 	}
 	for _, s := range c.Settings() {

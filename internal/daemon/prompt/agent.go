@@ -116,11 +116,39 @@ type Agent struct {
 	// must not silently take over the prompts of the user's session.
 	OnePerUser bool
 
-	once   sync.Once
-	turn   chan struct{} // one prompt at a time
-	mu     sync.Mutex
-	conns  []*agentConn // in connection order; the last one is asked
-	nextID uint64
+	once    sync.Once
+	turn    chan struct{} // one prompt at a time
+	mu      sync.Mutex
+	conns   []*agentConn // in connection order; the last one is asked
+	nextID  uint64
+	refused map[uint32]string // the refusal last logged per uid, until admitted
+}
+
+// maxRefusedUIDs bounds the uids whose last refusal is remembered (any
+// local user can connect); beyond it the memory starts over.
+const maxRefusedUIDs = 64
+
+// logRefusal logs that uid's agent was refused, at INFO the first time
+// for this reason and at DEBUG while the same refusal repeats: an agent
+// whose user is not at the seat retries every few seconds for as long as
+// the other user stays, and must not fill the journal with one line per
+// try (the control socket logs its refusals the same way: once, then
+// counted).
+func (a *Agent) logRefusal(uid uint32, err error) {
+	a.mu.Lock()
+	first := a.refused[uid] != err.Error()
+	if first {
+		if a.refused == nil || len(a.refused) >= maxRefusedUIDs {
+			a.refused = make(map[uint32]string)
+		}
+		a.refused[uid] = err.Error()
+	}
+	a.mu.Unlock()
+	if first {
+		a.log().Info("prompt agent refused", "uid", uid, "why", err)
+	} else {
+		a.log().Debug("prompt agent refused", "uid", uid, "why", err)
+	}
 }
 
 type agentConn struct {
@@ -154,7 +182,8 @@ func (a *Agent) Attach(ctx context.Context, s Stream) error {
 // AttachUID is Attach for an agent running as uid. When Admit refuses uid
 // (ErrAgentNotActive) or OnePerUser finds another agent of uid connected
 // (ErrAgentConnected), it returns at once without closing s, so that the
-// caller can tell the agent why.
+// caller can tell the agent why; the refusal is logged (once while it
+// repeats: logRefusal).
 func (a *Agent) AttachUID(ctx context.Context, s Stream, uid uint32) error {
 	return a.attach(ctx, &agentConn{s: s, uid: uid, hasUID: true})
 }
@@ -165,6 +194,7 @@ func (a *Agent) attach(ctx context.Context, c *agentConn) error {
 	c.pending, c.done = make(map[uint64]chan AgentAnswer), make(chan struct{})
 	if c.hasUID && a.Admit != nil {
 		if err := a.Admit(c.uid); err != nil {
+			a.logRefusal(c.uid, err)
 			return err
 		}
 	}
@@ -173,6 +203,7 @@ func (a *Agent) attach(ctx context.Context, c *agentConn) error {
 		for _, x := range a.conns {
 			if x.hasUID && x.uid == c.uid {
 				a.mu.Unlock()
+				a.logRefusal(c.uid, ErrAgentConnected)
 				return ErrAgentConnected
 			}
 		}
@@ -183,6 +214,9 @@ func (a *Agent) attach(ctx context.Context, c *agentConn) error {
 		return fmt.Errorf("prompt agent: %d agents already connected", maxAgents)
 	}
 	a.conns = append(a.conns, c)
+	if c.hasUID {
+		delete(a.refused, c.uid) // a later refusal is news again
+	}
 	a.mu.Unlock()
 	// Admitted: the one line operators (and the VM tests) look for.
 	a.log().Info("prompt agent connected", "uid", c.uid)

@@ -65,9 +65,10 @@ func TestAgentSeatAdmission(t *testing.T) {
 		t.Fatalf("another user's agent: %v, want ErrAgentNotActive", err)
 	}
 	// The admitted agent, and only it, is logged as connected (operators
-	// and the VM tests look for this line).
-	if got := logs.String(); !strings.Contains(got, `msg="prompt agent connected" uid=1000`) || strings.Contains(got, "uid=1001") {
-		t.Errorf("log:\n%s\nwant one connection line, for uid 1000", got)
+	// and the VM tests look for this line); the other is logged refused.
+	if got := logs.String(); !strings.Contains(got, `msg="prompt agent connected" uid=1000`) ||
+		strings.Contains(got, `msg="prompt agent connected" uid=1001`) || !strings.Contains(got, `msg="prompt agent refused" uid=1001`) {
+		t.Errorf("log:\n%s\nwant one connection line, for uid 1000, and a refusal of uid 1001", got)
 	}
 	if err := a.Confirm(context.Background(), req); err != nil {
 		t.Fatal(err)
@@ -134,5 +135,43 @@ func TestAgentOwnerModeUnchanged(t *testing.T) {
 	}
 	if newer.count() != 1 || older.count() != 0 {
 		t.Errorf("newer saw %d, older %d", newer.count(), older.count())
+	}
+}
+
+// TestAgentRefusalLoggedOnce: an agent whose user is not at the seat
+// retries every few seconds (passkeyctl agent's notActiveBackoff) for as
+// long as another user is active; its refusal is logged at INFO once, not
+// once per try, and again only after its user was admitted in between.
+func TestAgentRefusalLoggedOnce(t *testing.T) {
+	var active atomic.Uint32
+	active.Store(1000)
+	a := seatAgent(&active)
+	var logs ctaptest.SyncBuffer
+	a.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	refusals := func() int { return strings.Count(logs.String(), `msg="prompt agent refused" uid=1001`) }
+	for i := 0; i < 5; i++ {
+		if _, err := connectUID(t, a, newFakeUI(), 1001); !errors.Is(err, ErrAgentNotActive) {
+			t.Fatalf("try %d: %v, want ErrAgentNotActive", i, err)
+		}
+	}
+	if n := refusals(); n != 1 {
+		t.Fatalf("5 refused tries logged %d refusal lines at INFO, want 1:\n%s", n, logs.String())
+	}
+	// bob's turn at the seat: admitted; then alice's again, and bob's
+	// agent is refused anew: that is news, logged once more.
+	active.Store(1001)
+	disconnect, err := connectUID(t, a, newFakeUI(), 1001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disconnect()
+	active.Store(1000)
+	for i := 0; i < 3; i++ {
+		if _, err := connectUID(t, a, newFakeUI(), 1001); !errors.Is(err, ErrAgentNotActive) {
+			t.Fatalf("after the switch back, try %d: %v", i, err)
+		}
+	}
+	if n := refusals(); n != 2 {
+		t.Errorf("refusal lines at INFO: %d, want 2:\n%s", n, logs.String())
 	}
 }
