@@ -121,8 +121,9 @@ answer() {
 	pin)
 		for try in 1 2 3; do
 			# Firefox's PIN dialog is tab-modal: it dims the page.
-			local found=
-			for _ in $(seq 1 90); do
+			local found= stop
+			stop=$(awk -v n="$(now)" 'BEGIN{print n+45}')
+			while awk -v n="$(now)" -v e="$stop" 'BEGIN{exit !(n < e)}'; do
 				if [ "$(pixel 576 640)" != "#FFFFFF" ]; then found=1; break; fi
 				[ "$(results)" -gt "$before" ] && return 0
 				sleep 0.5
@@ -149,8 +150,9 @@ answer() {
 		# A doorhanger ("Multiple accounts found for localhost"): the
 		# first account on its secondary button, the others behind its
 		# arrow, Cancel as the primary. Click the first account.
-		local found
-		for try in $(seq 1 45); do
+		local found stop l r y
+		stop=$(awk -v n="$(now)" 'BEGIN{print n+45}')
+		while awk -v n="$(now)" -v e="$stop" 'BEGIN{exit !(n < e)}'; do
 			[ "$(results)" -gt "$before" ] && return 0
 			found=$(import -display "$display" -window root ppm:- 2>/dev/null | /usr/bin/python3 "$guest/firefox/doorhanger.py" | awk '$1=="secondary"{print $2, $3, $4}')
 			if [ -n "$found" ]; then
