@@ -34,7 +34,7 @@ checks=(firefox-create-discoverable-none firefox-get-discoverable firefox-create
 # Artifacts go to the host's work directory when run.sh shared it
 # writable (guest/init mounts it); else they stay in the guest.
 art=$work/artifacts
-if ! touch "$art/.w" 2>/dev/null; then art=$t/artifacts; fi
+if touch "$art/.w" 2>/dev/null; then rm -f "$art/.w"; else art=$t/artifacts; fi
 mkdir -p "$art"
 
 now() { cut -d' ' -f1 /proc/uptime; }
