@@ -154,7 +154,7 @@ answer() {
 		stop=$(awk -v n="$(now)" 'BEGIN{print n+45}')
 		while awk -v n="$(now)" -v e="$stop" 'BEGIN{exit !(n < e)}'; do
 			[ "$(results)" -gt "$before" ] && return 0
-			found=$(import -display "$display" -window root ppm:- 2>/dev/null | /usr/bin/python3 "$guest/firefox/doorhanger.py" | awk '$1=="secondary"{print $2, $3, $4}')
+			found=$(import -display "$display" -window root -depth 8 ppm:- 2>/dev/null | /usr/bin/python3 "$guest/firefox/doorhanger.py" | awk '$1=="secondary"{print $2, $3, $4}')
 			if [ -n "$found" ]; then
 				read -r l r y <<<"$found"
 				shot "firefox-$what-$n"

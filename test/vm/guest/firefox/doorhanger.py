@@ -1,6 +1,7 @@
 """Finds the buttons of a Firefox doorhanger in a screenshot.
 
-Reads a binary PPM (P6) of the screen on stdin. A doorhanger's footer holds
+Reads an 8-bit binary PPM (P6) of the screen on stdin (ImageMagick's
+import writes 16-bit ones unless given -depth 8). A doorhanger's footer holds
 its primary button (GTK's accent blue under Xvfb, #3584E4) and, to its left,
 the secondary one (a split button: the first secondary action, then the
 arrow that opens the others). Prints "primary X0 Y0 X1 Y1" for the blue
@@ -32,7 +33,7 @@ def read_ppm(data):
         fields.append(data[pos:end])
         pos = end
     if fields[0] != b"P6" or int(fields[3]) != 255:
-        raise ValueError("not an 8-bit binary PPM")
+        raise ValueError("not an 8-bit binary PPM (import ... -depth 8 ppm:-)")
     w, h = int(fields[1]), int(fields[2])
     return w, h, data[pos + 1:pos + 1 + 3 * w * h]
 
