@@ -8,8 +8,9 @@ arrow that opens the others). Prints "primary X0 Y0 X1 Y1" for the blue
 button's box, then "secondary X0 X1 Y" when a secondary button sits left of
 it on the same row, and exits 1 when there is no primary button.
 
-firefox.sh clicks the secondary button of Firefox's account chooser (the
-first account) with xdotool: the chooser does not take keyboard focus.
+firefox.sh recognises Firefox's account chooser by its secondary button (the
+first account; the "touch your key" doorhanger has none) and clicks its
+primary button (Cancel) with xdotool: the chooser takes no keyboard focus.
 """
 import sys
 
