@@ -9,8 +9,8 @@ button's box, then "secondary X0 X1 Y" when a secondary button sits left of
 it on the same row, and exits 1 when there is no primary button.
 
 firefox.sh recognises Firefox's account chooser by its secondary button (the
-first account; the "touch your key" doorhanger has none) and clicks its
-primary button (Cancel) with xdotool: the chooser takes no keyboard focus.
+first account; the "touch your key" doorhanger has none), photographs it and
+cancels it.
 """
 import sys
 
