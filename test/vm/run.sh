@@ -5,9 +5,10 @@
 # root shared read-only over 9p and swtpm as the guest's TPM, loads uhid,
 # starts the freshly built daemon as an unprivileged user on /dev/tpmrm0
 # and /dev/uhid, and drives /dev/hidrawN with fido2-tools, OpenSSH,
-# python-fido2 and headless Chromium (guest/e2e.sh). Results come back over
-# the serial console; this script prints them, then "N passed, M failed",
-# and exits non-zero on any failure, a missing result or a timeout.
+# python-fido2, headless Chromium and Firefox under Xvfb (guest/e2e.sh).
+# Results come back over the serial console; this script prints them, then
+# "N passed, M failed", and exits non-zero on any failure, a missing result
+# or a timeout.
 #
 # Usage: test/vm/run.sh          (make e2e; go test ./test/vm)
 #        test/vm/run.sh --demo   (make demo on a machine without /dev/uhid)
@@ -19,8 +20,11 @@
 #   PASSKEYD_BIN=PATH       daemon to test instead of building ./cmd/passkeyd
 #                           (built with -tags tpmsim: two checks use --tpm sim)
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
-#   PASSKEYD_VM_TIMEOUT=S   bound on the whole VM run (default 420 s)
-#   PASSKEYD_VM_KEEP=1      keep the work directory (console log, swtpm log)
+#   PASSKEYD_VM_FIREFOX=0   skip the Firefox checks (guest/firefox.sh)
+#   PASSKEYD_VM_TIMEOUT=S   bound on the whole VM run (default 1200 s: about 300 s unloaded,
+#                           more than twice that beside other tests on 2 cores)
+#   PASSKEYD_VM_KEEP=1      keep the work directory (console log, swtpm log,
+#                           artifacts/: screenshots of Firefox's dialogs)
 #   PASSKEYD_VM_SWTPM_LOG=PATH  swtpm logs every command to PATH (test/vm/tpmcount.sh)
 #   PASSKEYD_VM_GUEST=PATH  run this script in the guest instead of
 #                           guest/e2e.sh (arguments: work dir, repository)
@@ -32,18 +36,21 @@
 #
 # It installs what it needs with apt when run as root (qemu-system-x86,
 # swtpm, fido2-tools, python3-fido2, busybox-static, cpio, openssh-client,
-# cryptsetup-bin, libpam-u2f, pamu2fcfg, pamtester, chromium) and caches
-# Debian's current kernel (linux-image-amd64's
-# dependency, fetched with apt-get download) in test/vm/cache/.
+# cryptsetup-bin, libpam-u2f, pamu2fcfg, pamtester, chromium, firefox-esr,
+# xvfb, xdotool, imagemagick) and caches Debian's current kernel
+# (linux-image-amd64's dependency, fetched with apt-get download) in
+# test/vm/cache/.
 set -euo pipefail
 
 browser=${PASSKEYD_VM_BROWSER:-1}
+firefox=${PASSKEYD_VM_FIREFOX:-1}
 demo=
 guest=${PASSKEYD_VM_GUEST:-$(cd "$(dirname "$0")" && pwd)/guest/e2e.sh}
 case ${1:-} in
 --demo)
 	demo=1
 	browser=0
+	firefox=0
 	guest=$(cd "$(dirname "$0")" && pwd)/guest/demo.sh
 	;;
 "") ;;
@@ -52,7 +59,7 @@ case ${1:-} in
 	exit 2
 	;;
 esac
-vm_timeout=${PASSKEYD_VM_TIMEOUT:-420}
+vm_timeout=${PASSKEYD_VM_TIMEOUT:-1200}
 svc_uid=990 # the daemon's user and group in the guest, as a unit's User=
 svc_gid=990
 owner_uid=1000 # the person the key serves (--owner): runs the prompt agent
@@ -90,6 +97,14 @@ missing_pkgs() {
 	command -v gcc >/dev/null || p+=(gcc)
 	[ -e /usr/include/openssl/ssl.h ] || p+=(libssl-dev)
 	if [ "$browser" = 1 ] && [ ! -x /usr/lib/chromium/chromium ]; then p+=(chromium); fi
+	# Firefox under a virtual X server; xdotool types the PIN into its
+	# dialog, ImageMagick's import photographs it.
+	if [ "$firefox" = 1 ]; then
+		[ -x /usr/lib/firefox-esr/firefox-esr ] || p+=(firefox-esr)
+		command -v Xvfb >/dev/null || p+=(xvfb)
+		command -v xdotool >/dev/null || p+=(xdotool)
+		[ -x /usr/bin/import ] || p+=(imagemagick)
+	fi
 	echo "${p[@]}"
 }
 
@@ -116,6 +131,7 @@ PASSKEYD_BIN=$work/passkeyd
 PASSKEYCTL_BIN=$work/passkeyctl
 FAKEPINENTRY_BIN=$work/fakepinentry
 BROWSER=$browser
+FIREFOX=$firefox
 SVC_UID=$svc_uid
 SVC_GID=$svc_gid
 OWNER_UID=$owner_uid
@@ -152,8 +168,13 @@ vm_swtpm
 say "kernel $kver, initramfs and swtpm ready ($(since)s)"
 
 # --- The VM -------------------------------------------------------------------
+# The host root is read-only in the guest: $work/artifacts is shared
+# writable (guest/init mounts it over its path), for what the guest keeps
+# (screenshots of Firefox's dialogs).
+mkdir -p "$work/artifacts"
 console=$work/console.log
-vm_qemu "$vm_timeout" "quiet loglevel=3 vmtest.work=$work vmtest.repo=$vmrepo vmtest.guest=$vmguest" |
+vm_qemu "$vm_timeout" "quiet loglevel=3 vmtest.work=$work vmtest.repo=$vmrepo vmtest.guest=$vmguest" \
+	-virtfs local,path="$work/artifacts",mount_tag=artifacts,security_model=none,multidevs=remap |
 	if [ -n "${VERBOSE:-}" ]; then
 		cat >&2
 	elif [ -n "$demo" ]; then

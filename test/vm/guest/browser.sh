@@ -24,7 +24,7 @@ since() { awk -v s="$1" -v e="$(now)" 'BEGIN{printf "%.1f", e-s}'; }
 start=$(now)
 
 mkdir -p "$www"
-cp "$guest/browser/index.html" "$www/"
+cp "$guest/browser/index.html" "$guest/browser/rp.js" "$www/"
 /usr/bin/python3 -u -m http.server --bind 127.0.0.1 --directory "$www" 8000 >"$log" 2>&1 &
 srv=$!
 for _ in $(seq 1 100); do

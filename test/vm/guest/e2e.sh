@@ -735,6 +735,9 @@ fi
 kill -TERM "$agent" 2>/dev/null
 wait "$agent" 2>/dev/null
 
+# Firefox under Xvfb, its own daemon from a key without a PIN (firefox.sh).
+bash "$guest/firefox.sh" "$work" "$repo"
+
 if all_logs | grep -q 'level=ERROR'; then
 	echo "VM daemon logged errors:"
 	all_logs | grep 'level=ERROR' | head -20 | sed 's/^/VM   /'
