@@ -17,6 +17,8 @@
 #
 # Environment:
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
+#   PASSKEYD_VM_ONLY=fprint only the boot, install and fingerprint checks
+#                           (to iterate on guest/system-fprint.sh)
 #   PASSKEYD_VM_TIMEOUT=S   bound on the VM run (default 600 s)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, packages)
 #   VERBOSE=1               print the whole console
@@ -54,6 +56,14 @@ missing_pkgs() {
 	command -v fido2-token >/dev/null || p+=(fido2-tools)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
 	command -v rpm >/dev/null || p+=(rpm)
+	# The fingerprint stage (guest/system-fprint.sh): fprintd with
+	# libfprint's virtual device, pam_fprintd, polkit's text agent under
+	# script(1), busctl, python3 (it talks to the virtual device's socket).
+	[ -x /usr/libexec/fprintd ] && command -v fprintd-enroll >/dev/null || p+=(fprintd)
+	[ -e /lib/x86_64-linux-gnu/security/pam_fprintd.so ] || p+=(libpam-fprintd)
+	command -v script >/dev/null || p+=(bsdutils)
+	command -v chvt >/dev/null || p+=(kbd)
+	[ -x /usr/bin/python3 ] || p+=(python3)
 	if [ "$browser" = 1 ] && [ ! -x /usr/lib/chromium/chromium ]; then p+=(chromium); fi
 	echo "${p[@]}"
 }
@@ -94,6 +104,7 @@ V1=$v1
 V2=$v2
 FAKEPINENTRY_BIN=$work/fakepinentry
 BROWSER=$browser
+ONLY=${PASSKEYD_VM_ONLY:-}
 VERBOSE=${VERBOSE:-}
 EOT
 # The guest sees the host's root, so a checkout under /tmp would be
