@@ -106,8 +106,11 @@ cp -p "$fp_conf" "$fpd/passkeyd.conf.saved"
 # policy's).
 awk 'BEGIN{done=0} /^prompt *=/{next} /^\[/ && !done {print "prompt = \"polkit\""; done=1} {print} END{if(!done) print "prompt = \"polkit\""}' \
 	"$fpd/passkeyd.conf.saved" >"$fp_conf"
+# Up for alice: the service active, its hidraw node there with alice's
+# uaccess ACL (a restart makes a new node; udev sets the ACL after).
+fp_key_up() { key_up && getfacl -p "$hidraw" 2>/dev/null | grep -qx "user:$user:rw-"; }
 fp_ready=1
-if ! run fp-restart 120 systemctl restart passkeyd || ! wait_for 60 key_up ||
+if ! run fp-restart 120 systemctl restart passkeyd || ! wait_for 60 fp_key_up ||
 	! run fp-info 30 passkeyctl info || ! grep -qE '^Prompt: +polkit$' "$t/fp-info.out"; then
 	fp_ready=
 	echo "VM fprint: passkeyd with prompt = polkit: $(out fp-restart) $(out fp-info)"
@@ -177,7 +180,7 @@ if [ -n "$fp_session" ] && [ "$(loginctl show-session "$fp_session" -p Active --
 	fp_vt=$(loginctl show-session "$fp_session" -p VTNr --value)
 	chvt "${fp_vt:-1}" || true
 	wait_for 30 sh -c "[ \"\$(loginctl show-session $fp_session -p Active --value)\" = yes ]" || true
-	wait_for 60 key_up || true
+	wait_for 60 fp_key_up || true
 fi
 fp_leader=$([ -n "$fp_session" ] && loginctl show-session "$fp_session" -p Leader --value)
 registered() { journalctl -u polkit.service -o cat --no-pager 2>/dev/null | grep -c "Registered Authentication Agent for unix-process:$fp_leader:" || true; }
@@ -315,5 +318,5 @@ if [ -n "$fp_pam_saved" ]; then cp -p "$fpd/polkit-1.saved" "$fp_pam"; else rm -
 cp -p "$fpd/shadow.saved" /etc/shadow
 cp -p "$fpd/passkeyd.conf.saved" "$fp_conf"
 run fp-restore 120 systemctl restart passkeyd || true
-wait_for 60 key_up || echo "VM fprint: the key is not up again after the restore: $(systemctl is-active passkeyd 2>&1)"
+wait_for 60 fp_key_up || echo "VM fprint: the key is not up for $user again after the restore: $(systemctl is-active passkeyd 2>&1) $hidraw"
 true
