@@ -42,6 +42,7 @@
 # Checks: fprint-enrol, fprint-uv-match, fprint-uv-nomatch.
 
 stage "fingerprint: fprintd's virtual device, pam_fprintd in polkit-1, pkttyagent for $user's session"
+fp_failures=$failures
 fpd=$t/fprint
 mkdir -p "$fpd"
 fp_sock=/run/fprint-virtual/device.sock
@@ -139,7 +140,7 @@ if run fp-fprintd 120 sh -c 'systemctl daemon-reload && systemctl restart fprint
 	fp_feeder=$!
 	if run fp-enroll 120 fprintd-enroll -f right-index-finger "$user" && grep -q 'enroll-completed' "$t/fp-enroll.out" &&
 		run fp-list 30 fprintd-list "$user" && grep -q 'right-index-finger' "$t/fp-list.out"; then
-		pass "fprint-enrol ($user's right-index-finger on $(busctl get-property net.reactivated.Fprint "$fp_dev" net.reactivated.Fprint.Device name 2>/dev/null | cut -d' ' -f2-), $(grep -c 'enroll-stage-passed' "$t/fp-enroll.out") stages passed + completed, $(touches) touches)"
+		pass "fprint-enrol ($user's right-index-finger on $(busctl get-property net.reactivated.Fprint "$fp_dev" net.reactivated.Fprint.Device name 2>/dev/null | cut -d' ' -f2-): $(grep -c 'enroll-stage-passed' "$t/fp-enroll.out") stages passed, then enroll-completed, $(touches) touches; fprintd-list shows it)"
 	else
 		fail fprint-enrol "$(out fp-enroll) $(out fp-list)"
 		fp_ready=
@@ -157,7 +158,7 @@ fp_pam_saved=
 {
 	echo '#%PAM-1.0'
 	echo 'auth sufficient pam_fprintd.so max-tries=1 timeout=10'
-	grep -v '^#%PAM' "$([ -n "$fp_pam_saved" ] && echo "$fpd/polkit-1.saved" || echo /usr/lib/pam.d/polkit-1)"
+	grep -v '^#%PAM' "$([ -n "$fp_pam_saved" ] && echo "$fpd/polkit-1.saved" || echo /usr/lib/pam.d/polkit-1)" || true
 } >"$fpd/polkit-1.new"
 mv "$fpd/polkit-1.new" "$fp_pam"
 sed 's/^/VM fprint: polkit-1: /' "$fp_pam"
@@ -165,7 +166,7 @@ sed 's/^/VM fprint: polkit-1: /' "$fp_pam"
 # account ("!" in shadow) refuses every password anyway.
 cp -p /etc/shadow "$fpd/shadow.saved"
 fp_pw=fp-$(head -c 9 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9')
-echo "$user:$fp_pw" | chpasswd
+echo "$user:$fp_pw" | chpasswd || echo "VM fprint: chpasswd failed"
 
 # --- the agent for alice's session ------------------------------------------
 fp_session=
@@ -177,12 +178,12 @@ done
 # Her session must be the active one: the user-switch stages may have
 # left another VT in front.
 if [ -n "$fp_session" ] && [ "$(loginctl show-session "$fp_session" -p Active --value)" != yes ]; then
-	fp_vt=$(loginctl show-session "$fp_session" -p VTNr --value)
+	fp_vt=$(loginctl show-session "$fp_session" -p VTNr --value || true)
 	chvt "${fp_vt:-1}" || true
 	wait_for 30 sh -c "[ \"\$(loginctl show-session $fp_session -p Active --value)\" = yes ]" || true
 	wait_for 60 fp_key_up || true
 fi
-fp_leader=$([ -n "$fp_session" ] && loginctl show-session "$fp_session" -p Leader --value)
+fp_leader=$([ -n "$fp_session" ] && loginctl show-session "$fp_session" -p Leader --value || true)
 registered() { journalctl -u polkit.service -o cat --no-pager 2>/dev/null | grep -c "Registered Authentication Agent for unix-process:$fp_leader:" || true; }
 fp_start_agent() {
 	local as=$1 before
@@ -248,7 +249,7 @@ fp_op() {
 	run "$name" 90 "${ua[@]}" "$@" || rc=$?
 	kill "$feeder" $typer 2>/dev/null || true
 	wait "$feeder" $typer 2>/dev/null || true
-	agent_since >"$fpd/$name.agent"
+	agent_since >"$fpd/$name.agent" || true
 	return $rc
 }
 authdata_flags() { sed -n 3p "$1" | base64 -d 2>/dev/null | od -An -tx1 -j34 -N1 | tr -d ' '; }
@@ -268,7 +269,7 @@ if [ -n "$fp_ready" ]; then
 		fi
 	fi
 	flags=$(authdata_flags "$fw/assert.out" 2>/dev/null || true)
-	transcript="$(cat "$fpd/fp-cred.agent" "$fpd/fp-assert.agent" 2>/dev/null)"
+	transcript=$(cat "$fpd/fp-cred.agent" "$fpd/fp-assert.agent" 2>/dev/null || true)
 	# UV (0x04) and UP (0x01) in the assertion's flags; the agent showed
 	# pam_fprintd's request and never a password prompt; nothing typed.
 	if [ -n "$ok" ] && [ -n "$flags" ] && [ $((0x$flags & 0x05)) = 5 ] &&
@@ -302,8 +303,10 @@ else
 	fail fprint-uv-match "not run: the set-up failed (agent: '${fp_agent_as:-none}', session '$fp_session', leader '$fp_leader')"
 	fail fprint-uv-nomatch "not run: the set-up failed"
 fi
-if [ "$failures" != 0 ] || [ -n "${VERBOSE:-}" ]; then
-	sed 's/^/VM fprint agent: /' "$fpd/agent.out" 2>/dev/null | tr -d '\r' | tail -40 || true
+if [ "$failures" != "$fp_failures" ] || [ -n "${VERBOSE:-}" ]; then
+	tr -d '\r' <"$fpd/agent.out" 2>/dev/null | tail -40 | sed 's/^/VM fprint agent: /' || true
+	cat "$fpd/touches" 2>/dev/null | sed 's/^/VM fprint touch: /' || true
+	journal | tail -25 | sed 's/^/VM journal passkeyd: /' || true
 	journalctl -u fprintd -o cat --no-pager 2>/dev/null | grep -vi temperature | tail -30 | sed 's/^/VM journal fprintd: /' || true
 	journalctl -u polkit -o cat --no-pager 2>/dev/null | tail -15 | sed 's/^/VM journal polkit: /' || true
 fi
