@@ -82,7 +82,7 @@ fp_touch() {
 		for _ in $(seq 1 50); do fp_needed || break; sleep 0.2; done
 	done
 }
-touches() { wc -l <"$fpd/touches" 2>/dev/null || echo 0; }
+touches() { wc -l 2>/dev/null <"$fpd/touches" || echo 0; }
 # fp_type_at PROMPT TEXT: types TEXT into the agent's terminal once its
 # transcript (after offset $fp_off) shows PROMPT.
 fp_type_at() {
