@@ -98,7 +98,7 @@ fp_type_at() {
 	return 1
 }
 # What the agent showed since offset $fp_off, on one line.
-agent_since() { tail -c +"$((fp_off + 1))" "$fpd/agent.out" 2>/dev/null | tr -d '\r' | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' '|' | cut -c1-400; }
+agent_since() { tail -c +"$((fp_off + 1))" "$fpd/agent.out" 2>/dev/null | tr -d '\r' | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' '|' | cut -c1-1500; }
 polkit_lines() { journal | grep -c "polkit: $1" || true; }
 
 # --- passkeyd: prompt = "polkit" ------------------------------------------
