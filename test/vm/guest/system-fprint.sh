@@ -263,7 +263,10 @@ if [ -n "$fp_ready" ]; then
 		run fp-cred-V 60 "${ua[@]}" fido2-cred -V -v -i "$fw/cred.out" -o "$fw/cred.pub" es256; then
 		printf '%s\n%s\n%s\n' "$(fp_rand 32)" fprint.example "$(sed -n 5p "$fw/cred.out")" >"$fw/assert.in"
 		chown "$user:$user" "$fw/assert.in"
-		if fp_op fp-assert fido2-assert -G -v -i "$fw/assert.in" -o "$fw/assert.out" "$hidraw" &&
+		# -t uv=true, not -v: -v also asks for the FIDO PIN when one is set
+		# (the earlier stages set alice's); uv=true alone makes libfido2 get
+		# a token with getPinUvAuthTokenUsingUvWithPermissions.
+		if fp_op fp-assert fido2-assert -G -t uv=true -i "$fw/assert.in" -o "$fw/assert.out" "$hidraw" &&
 			run fp-assert-V 60 "${ua[@]}" fido2-assert -V -v -i "$fw/assert.out" "$fw/cred.pub" es256; then
 			ok=1
 		fi
@@ -276,7 +279,7 @@ if [ -n "$fp_ready" ]; then
 		grep -qiE 'finger' <<<"$transcript" && ! grep -q 'Password:' <<<"$transcript" &&
 		grep -q 'AUTHENTICATION COMPLETE' <<<"$transcript" && [ ! -e "$fpd/typed" ] &&
 		[ "$(polkit_lines 'user verified')" -ge $((verified + 2)) ]; then
-		pass "fprint-uv-match (fido2-cred -M -r -v and fido2-assert -G -v as $user, each verified by the enrolled finger through polkit: $(touches) touches, no password typed; signature verified with UV required, flags 0x$flags; agent: $(grep -oiE '(swipe|place) your [a-z ]*finger[^|]*' <<<"$transcript" | head -1); agent as $fp_agent_as)"
+		pass "fprint-uv-match (fido2-cred -M -r -v and fido2-assert -G -t uv=true as $user, each verified by the enrolled finger through polkit: $(touches) touches, no password typed; signature verified with UV required, flags 0x$flags; agent: $(grep -oiE '(swipe|place) your [a-z ]*finger[^|]*' <<<"$transcript" | head -1); agent as $fp_agent_as)"
 	else
 		fail fprint-uv-match "flags '$flags'; $(out fp-cred) $(out fp-cred-V) $(out fp-assert) $(out fp-assert-V); touches $(touches); agent: $transcript"
 	fi
@@ -290,7 +293,7 @@ if [ -n "$fp_ready" ]; then
 	printf '%s\n%s\n%s\n' "$(fp_rand 32)" fprint.example "$(sed -n 5p "$fw/cred.out" 2>/dev/null)" >"$fw/assert2.in"
 	chown "$user:$user" "$fw/assert2.in"
 	fp_touching=$fp_other fp_times=1 fp_typing="wrong-$fp_pw"
-	if ! fp_op fp-nomatch fido2-assert -G -v -i "$fw/assert2.in" -o "$fw/assert2.out" "$hidraw" &&
+	if ! fp_op fp-nomatch fido2-assert -G -t uv=true -i "$fw/assert2.in" -o "$fw/assert2.out" "$hidraw" &&
 		grep -q 'FIDO_ERR_UV_INVALID' "$t/fp-nomatch.out" &&
 		grep -q 'Failed to match fingerprint' "$fpd/fp-nomatch.agent" && grep -q 'Password:' "$fpd/fp-nomatch.agent" &&
 		grep -q 'AUTHENTICATION FAILED' "$fpd/fp-nomatch.agent" && [ -e "$fpd/typed" ] &&
