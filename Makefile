@@ -28,7 +28,7 @@ deps:
 # boot Debian under TCG; go test's default of 10 minutes per package is too
 # tight on a loaded 2-core machine (CI's limit is 90 minutes in all).
 test: deps build
-	$(GOTEST) -race -count=1 -timeout 40m ./...
+	$(GOTEST) -race -count=1 -timeout 60m ./...
 
 bench: deps
 	@test/bench.sh

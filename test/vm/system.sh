@@ -17,6 +17,8 @@
 #
 # Environment:
 #   PASSKEYD_VM_BROWSER=0   skip the Chromium checks
+#   PASSKEYD_VM_ONLY=fprint only the boot, install and fingerprint checks
+#                           (to iterate on guest/system-fprint.sh)
 #   PASSKEYD_VM_TIMEOUT=S   bound on the VM run (default 1500 s: about 460 s unloaded,
 #                           twice that beside other tests on 2 cores)
 #   PASSKEYD_VM_KEEP=1      keep the work directory (console log, packages)
@@ -60,6 +62,14 @@ missing_pkgs() {
 	command -v chpasswd >/dev/null || p+=(passwd)
 	command -v ssh-keygen >/dev/null || p+=(openssh-client)
 	command -v rpm >/dev/null || p+=(rpm)
+	# The fingerprint stage (guest/system-fprint.sh): fprintd with
+	# libfprint's virtual device, pam_fprintd, polkit's text agent under
+	# script(1), busctl, python3 (it talks to the virtual device's socket).
+	[ -x /usr/libexec/fprintd ] && command -v fprintd-enroll >/dev/null || p+=(fprintd)
+	[ -e /lib/x86_64-linux-gnu/security/pam_fprintd.so ] || p+=(libpam-fprintd)
+	command -v script >/dev/null || p+=(bsdutils)
+	command -v chvt >/dev/null || p+=(kbd)
+	[ -x /usr/bin/python3 ] || p+=(python3)
 	if [ "$browser" = 1 ] && [ ! -x /usr/lib/chromium/chromium ]; then p+=(chromium); fi
 	echo "${p[@]}"
 }
@@ -100,6 +110,7 @@ V1=$v1
 V2=$v2
 FAKEPINENTRY_BIN=$work/fakepinentry
 BROWSER=$browser
+ONLY=${PASSKEYD_VM_ONLY:-}
 VERBOSE=${VERBOSE:-}
 EOT
 # The guest sees the host's root, so a checkout under /tmp would be

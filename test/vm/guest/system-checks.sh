@@ -17,7 +17,7 @@ set -euo pipefail
 work=$1
 repo=$2
 # shellcheck source=/dev/null
-. "$work/env" # DEB1 DEB2 V1 V2 FAKEPINENTRY_BIN BROWSER VERBOSE
+. "$work/env" # DEB1 DEB2 V1 V2 FAKEPINENTRY_BIN BROWSER ONLY VERBOSE
 export VERBOSE
 guest=$repo/test/vm/guest
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 HOME=/root DEBIAN_FRONTEND=noninteractive
@@ -242,6 +242,11 @@ if wait_for 30 key_up; then
 	pass "service-active (systemctl is-active passkeyd: $(systemctl is-active passkeyd); is-enabled: $(systemctl is-enabled passkeyd); $hidraw)"
 else
 	fail service-active "$(systemctl status passkeyd --no-pager 2>&1 | tail -15)"
+fi
+# PASSKEYD_VM_ONLY=fprint (system.sh): the fingerprint stage alone.
+if [ "${ONLY:-}" = fprint ]; then
+	. "$guest/system-fprint.sh"
+	exit 0
 fi
 svc_user=$(ps -o user= -p "$(systemctl show -p MainPID --value passkeyd)" 2>/dev/null || true)
 if [ "$svc_user" = passkeyd ]; then
