@@ -189,6 +189,18 @@ func TestNoLogind(t *testing.T) {
 	if !errors.Is(err, ErrNoLogind) {
 		t.Fatalf("New without a bus socket: %v, want ErrNoLogind", err)
 	}
+	// No system bus at all (a container, an initramfs): the well-known
+	// socket is missing. godbus's own ConnectSystemBus said only "system
+	// bus not found" there, which users = "auto" took for a failure.
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "")
+	if got := systemBusAddress(); got != defaultSystemBus {
+		t.Fatalf("systemBusAddress without DBUS_SYSTEM_BUS_ADDRESS = %q, want %q", got, defaultSystemBus)
+	}
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(b.Dir, "no-system-bus"))
+	_, err = New(ctx, Options{})
+	if !errors.Is(err, ErrNoLogind) {
+		t.Fatalf("New on the system bus without its socket: %v, want ErrNoLogind", err)
+	}
 	// A bus that refuses the connection is transient, not "no logind".
 	_, err = New(ctx, Options{Address: "tcp:host=127.0.0.1,port=1"})
 	if err == nil || errors.Is(err, ErrNoLogind) {

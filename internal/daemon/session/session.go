@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -233,11 +234,11 @@ func (t *Tracker) dial(bound context.Context) (*dbus.Conn, error) {
 	ch := make(chan result, 1)
 	go func() {
 		var r result
-		if t.addr == "" {
-			r.conn, r.err = dbus.ConnectSystemBus(dbus.WithContext(t.ctx))
-		} else {
-			r.conn, r.err = dbus.Connect(t.addr, dbus.WithContext(t.ctx))
+		addr := t.addr
+		if addr == "" {
+			addr = systemBusAddress()
 		}
+		r.conn, r.err = dbus.Connect(addr, dbus.WithContext(t.ctx))
 		ch <- r
 	}()
 	select {
@@ -549,4 +550,21 @@ func call(ctx context.Context, obj dbus.BusObject, method string, args ...any) (
 		return nil, c.Err
 	}
 	return c.Body, nil
+}
+
+// defaultSystemBus is the system bus's well-known address (D-Bus
+// specification, "Well-known Message Bus Instances").
+const defaultSystemBus = "unix:path=/var/run/dbus/system_bus_socket"
+
+// systemBusAddress is DBUS_SYSTEM_BUS_ADDRESS, else the well-known
+// address. Resolved here rather than by godbus's ConnectSystemBus, which
+// answers a bare "system bus not found" when the socket is missing: dialing
+// the well-known path instead fails with ENOENT, which New reports as
+// ErrNoLogind (a container or an initramfs without D-Bus: users = "auto"
+// falls back to the owner), while a socket that refuses stays transient.
+func systemBusAddress() string {
+	if a := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS"); a != "" {
+		return a
+	}
+	return defaultSystemBus
 }
