@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -289,24 +288,6 @@ func listAll(b *testing.B, sock string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // passkeyd is a passkeyd process of a benchmark.
 type passkeyd struct {
 	cmd  *exec.Cmd
@@ -352,7 +333,7 @@ func startPasskeyd(b *testing.B, stateDir string) *passkeyd {
 		"--transport", fmt.Sprintf("udp:127.0.0.1:%d", port), "--prompt", "approve-all",
 		"--control", d.sock, "--log-level", "warn")
 	// Its log is kept, not printed: it would split the benchmark's line.
-	var log syncBuffer
+	var log ctaptest.SyncBuffer
 	d.cmd.Stdout, d.cmd.Stderr = &log, &log
 	b.Cleanup(func() {
 		if b.Failed() {

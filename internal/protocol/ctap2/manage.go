@@ -70,20 +70,12 @@ func (a *Authenticator) Info() Info {
 // and skipped, as for the CTAP enumerations; an error from fn ends the
 // walk and is returned.
 func (a *Authenticator) EachCredential(fn func(keystore.Credential) error) error {
-	err := a.store.ForEachCredential(func(c *keystore.Credential) error {
+	return a.eachCredential(func(c *keystore.Credential) error {
 		v := *c
 		v.CredProtect = max(c.CredProtect, credProtectUVOptional)
 		v.KeyBlob, v.CredBlob, v.LargeBlobKey = nil, nil, nil
 		return fn(v)
 	})
-	if errors.Is(err, keystore.ErrCorrupt) {
-		a.log.Error("some credentials are unreadable", "err", err)
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("list credentials: %w", err)
-	}
-	return nil
 }
 
 // authorizeManagement asks for presence and, when a PIN is set, checks
