@@ -185,3 +185,23 @@ vm_qemu() {
 	echo "${PIPESTATUS[0]}" >"$work/qemu.rc"
 	set -e
 }
+
+# vm_tally CONSOLE N: sets passed and failed from the guest's E2E lines; a
+# run that never printed "E2E DONE" (timed out after $vm_timeout, or the
+# guest stopped: $qemu_rc) is one more failure, reported with the last N
+# console lines and qemu's errors ($work/qemu.err).
+vm_tally() {
+	local console=$1 n=$2
+	passed=$(grep -c '^E2E PASS ' "$console" || true)
+	failed=$(grep -c '^E2E FAIL ' "$console" || true)
+	if ! grep -q '^E2E DONE' "$console"; then
+		failed=$((failed + 1))
+		if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+			say "FAIL vm: timed out after ${vm_timeout}s (PASSKEYD_VM_TIMEOUT); last console lines:"
+		else
+			say "FAIL vm: the guest stopped before finishing (qemu exit $qemu_rc); last console lines:"
+		fi
+		tail -"$n" "$console" | sed "s/^/$tag:   /" >&2
+		if [ -s "$work/qemu.err" ]; then sed "s/^/$tag: qemu: /" "$work/qemu.err" >&2; fi
+	fi
+}

@@ -193,18 +193,7 @@ vm_qemu "$vm_timeout" "quiet loglevel=3 vmtest.work=$work vmtest.repo=$vmrepo vm
 qemu_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo "?")
 elapsed=$(since)
 
-passed=$(grep -c '^E2E PASS ' "$console" || true)
-failed=$(grep -c '^E2E FAIL ' "$console" || true)
-if ! grep -q '^E2E DONE' "$console"; then
-	failed=$((failed + 1))
-	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-		say "FAIL vm: timed out after ${vm_timeout}s (PASSKEYD_VM_TIMEOUT); last console lines:"
-	else
-		say "FAIL vm: the guest stopped before finishing (qemu exit $qemu_rc); last console lines:"
-	fi
-	tail -25 "$console" | sed "s/^/$tag:   /" >&2
-	[ -s "$work/qemu.err" ] && sed "s/^/$tag: qemu: /" "$work/qemu.err" >&2
-fi
+vm_tally "$console" 25
 if [ -n "$demo" ]; then
 	if [ "$failed" = 0 ] && [ "$passed" -gt 0 ]; then
 		say "the VM run took ${elapsed}s"

@@ -137,18 +137,7 @@ qemu_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo "?")
 console=$work/console.log
 vm_secs=$(awk -v s="$boot" -v n="$(date +%s.%N)" 'BEGIN{printf "%.1f", n-s}')
 
-passed=$(grep -c '^E2E PASS ' "$console" || true)
-failed=$(grep -c '^E2E FAIL ' "$console" || true)
-if ! grep -q '^E2E DONE' "$console"; then
-	failed=$((failed + 1))
-	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-		say "FAIL vm: timed out after ${vm_timeout}s (PASSKEYD_VM_TIMEOUT); last console lines:"
-	else
-		say "FAIL vm: the guest stopped before finishing (qemu exit $qemu_rc); last console lines:"
-	fi
-	tail -40 "$console" | sed "s/^/$tag:   /" >&2
-	[ -s "$work/qemu.err" ] && sed "s/^/$tag: qemu: /" "$work/qemu.err" >&2
-fi
+vm_tally "$console" 40
 say "VM ${vm_secs}s, whole run $(since)s"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
