@@ -63,8 +63,39 @@ upgrade)
 	;;
 esac
 
-if ! grep -Eq '^[[:space:]]*owner[[:space:]]*=[[:space:]]*"[^"]+"' /etc/passkeyd/passkeyd.conf 2>/dev/null; then
-	say "no owner set: nobody can answer its prompts. As root, set owner = \"YOUR_USER_NAME\""
-	say "in /etc/passkeyd/passkeyd.conf, then: systemctl restart passkeyd"
+# Whose passkeys the running daemon serves, in its own words (passkeyctl
+# info's Users line; the control socket appears a moment after the start,
+# the unit is Type=exec). In seat mode, the default where logind runs, each
+# user at the seat has their own and nothing needs configuring; in owner
+# mode (no logind, or users = "owner") only the owner's agent can answer
+# the prompts, so an install without one says what to set.
+users_line() {
+	local i line
+	for i in $(seq 1 20); do
+		line=$(passkeyctl info 2>/dev/null | sed -n 's/^Users:[[:space:]]*//p')
+		if [ -n "$line" ]; then
+			echo "$line"
+			return 0
+		fi
+		sleep 0.5
+	done
+	return 1
+}
+users=
+if booted && systemctl -q is-active passkeyd.service; then
+	users=$(users_line) || users=
 fi
+case $users in
+seat:*)
+	say "each user at the seat has their own passkeys; 'passkeyctl info' shows the details"
+	;;
+*)
+	if [ -n "$users" ] || grep -Eq '^[[:space:]]*users[[:space:]]*=[[:space:]]*"owner"' /etc/passkeyd/passkeyd.conf 2>/dev/null; then
+		if ! grep -Eq '^[[:space:]]*owner[[:space:]]*=[[:space:]]*"[^"]+"' /etc/passkeyd/passkeyd.conf 2>/dev/null; then
+			say "no owner set: nobody can answer its prompts. As root, set owner = \"YOUR_USER_NAME\""
+			say "in /etc/passkeyd/passkeyd.conf, then: systemctl restart passkeyd"
+		fi
+	fi
+	;;
+esac
 exit 0

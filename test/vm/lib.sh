@@ -194,6 +194,9 @@ vm_tally() {
 	local console=$1 n=$2
 	passed=$(grep -c '^E2E PASS ' "$console" || true)
 	failed=$(grep -c '^E2E FAIL ' "$console" || true)
+	# Once more at the end, where a log cut to its head and tail keeps
+	# them (CI's report of a long run drops the middle).
+	grep -a '^E2E FAIL ' "$console" | cut -c1-400 | sed "s/^/$tag: failed: /" >&2 || true
 	if ! grep -q '^E2E DONE' "$console"; then
 		failed=$((failed + 1))
 		if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then

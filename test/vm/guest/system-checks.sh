@@ -233,8 +233,12 @@ done
 # ===========================================================================
 stage "install: apt install ./passkeyd_*.deb, nothing configured"
 if run_live apt-install 600 apt install -y "$DEB1" &&
-	[ "$(dpkg-query -W -f '${Status} ${Version}' passkeyd)" = "install ok installed $V1" ]; then
-	pass "apt-install (${DEB1##*/} on the clean system)"
+	[ "$(dpkg-query -W -f '${Status} ${Version}' passkeyd)" = "install ok installed $V1" ] &&
+	grep -q '^passkeyd: each user at the seat has their own passkeys' "$t/apt-install.out" &&
+	! grep -q 'no owner set' "$t/apt-install.out"; then
+	# The postinst asks the daemon whose passkeys it serves: seat mode
+	# here, so it must not ask for an owner (packaging/scripts/postinstall.sh).
+	pass "apt-install (${DEB1##*/} on the clean system; the postinst: \"$(grep -m1 '^passkeyd: each user' "$t/apt-install.out")\")"
 else
 	fail apt-install "$(out apt-install)"
 fi
