@@ -335,8 +335,9 @@ func (c *clientPIN) TokenUserPresent() bool { return c.token.UserPresent() }
 func (c *clientPIN) TokenAccount() []byte { return c.tokenAccount }
 
 // ConsumeToken clears the token's one-time flags after a request it
-// authorised collected presence (§6.1.2 step 15, §6.2.2 step 9):
-// makeCredential also drops every permission but lbw.
+// authorised collected presence (§6.1.2 step 14.4, §6.2.2 step 9.4);
+// clearPermissions also drops every permission but lbw (both commands do
+// once presence is collected; the exclude list's refusal does not).
 func (c *clientPIN) ConsumeToken(clearPermissions bool) {
 	c.token.ClearUserPresent()
 	c.token.ClearUserVerified()

@@ -268,7 +268,9 @@ func (s *getAssertionState) collectPresence() error {
 		s.selected = one && name != ""
 	}
 	if s.up {
-		a.consumeToken(s.auth, false)
+		// Step 9.4: clearUserPresentFlag(), clearUserVerifiedFlag() and
+		// clearPinUvAuthTokenPermissionsExceptLbw(), as in makeCredential.
+		a.consumeToken(s.auth, true)
 	}
 	if _, approveAll := a.prompter.(prompt.ApproveAll); approveAll {
 		s.selected = false // it asks nobody: nothing was chosen

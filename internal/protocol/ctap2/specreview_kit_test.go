@@ -1,0 +1,50 @@
+package ctap2
+
+// Conformance review: behaviour the public conformance suites do not reach,
+// each test asserting the exact rule of the CTAP 2.1 section it names.
+
+import (
+	"testing"
+
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
+	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
+)
+
+// TestReviewGetAssertionSpendsTokenPermissions: after getAssertion collects
+// user presence with a pinUvAuthToken it calls clearUserPresentFlag(),
+// clearUserVerifiedFlag() and clearPinUvAuthTokenPermissionsExceptLbw()
+// (CTAP 2.1 §6.2.2 step 9.4), exactly as makeCredential does (§6.1.2 step
+// 14.4): the token's cm permission is gone, its lbw permission stays.
+func TestReviewGetAssertionSpendsTokenPermissions(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	id := makeRK(t, e, "a.example", []byte("u-ann"), "ann", nil)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	tok := mustToken(t, c, "1234", pinuv.PermGetAssertion|pinuv.PermCredentialManagement|pinuv.PermLargeBlobWrite, "a.example")
+	enumerate := func() Status {
+		st, _ := cmCall(t, e, c, tok, cmEnumerateCredentialsBegin, map[int]any{1: cdh("a.example")})
+		return st
+	}
+	if st := enumerate(); st != StatusOK {
+		t.Fatalf("enumerateCredentialsBegin before getAssertion: %v", st)
+	}
+	if st := assertWithTokenParam(t, e, c, gaParams("a.example", id), tok); st != StatusOK {
+		t.Fatalf("getAssertion with the token: %v", st)
+	}
+	if st := enumerate(); st != ErrPinAuthInvalid {
+		t.Errorf("enumerateCredentialsBegin after getAssertion spent the token: %v, want PIN_AUTH_INVALID (cm cleared, §6.2.2 step 9.4)", st)
+	}
+	if sts := lbWrite(t, c, tok, serializedLargeBlobArray(t, 8), 1024); !allOK(sts) {
+		t.Errorf("large-blob write after getAssertion: %v, want OK (lbw survives, §6.2.2 step 9.4)", sts)
+	}
+}
+
+// assertWithTokenParam sends getAssertion p with a pinUvAuthParam made
+// with tok over its clientDataHash and returns the status.
+func assertWithTokenParam(t *testing.T, e *testEnv, c *ctaptest.Client, p map[int]any, tok []byte) Status {
+	t.Helper()
+	p[6], p[7] = c.Param(tok, p[2].([]byte)), c.Version
+	st, _ := e.call(t, CmdGetAssertion, p)
+	return st
+}
