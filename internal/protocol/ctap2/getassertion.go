@@ -323,6 +323,7 @@ func (a *Authenticator) getNextAssertion(channel uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.expires = a.now().Add(nextAssertionTimeout) // step 7: reset the timer
 	return marshal(resp)
 }
 

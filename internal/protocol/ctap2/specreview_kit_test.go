@@ -5,6 +5,7 @@ package ctap2
 
 import (
 	"testing"
+	"time"
 
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
@@ -47,4 +48,29 @@ func assertWithTokenParam(t *testing.T, e *testEnv, c *ctaptest.Client, p map[in
 	p[6], p[7] = c.Param(tok, p[2].([]byte)), c.Version
 	st, _ := e.call(t, CmdGetAssertion, p)
 	return st
+}
+
+// TestReviewGetNextAssertionTimerRestarts: the 30-second limit runs "since
+// the last call to authenticatorGetAssertion/authenticatorGetNextAssertion"
+// and each getNextAssertion resets the timer (CTAP 2.1 §6.3 steps 3 and 7):
+// a platform reading one account every 20 s reaches all of them; 30 s of
+// silence ends the state with NOT_ALLOWED.
+func TestReviewGetNextAssertionTimerRestarts(t *testing.T) {
+	e := newEnv(t)
+	for _, u := range []string{"ann", "bob", "cy", "dee"} {
+		makeRK(t, e, "a.example", []byte("u-"+u), u, nil)
+	}
+	if st, m := e.call(t, CmdGetAssertion, gaParams("a.example")); st != StatusOK || field[int](t, m, 5) != 4 {
+		t.Fatalf("getAssertion: %v", st)
+	}
+	for i := 2; i <= 3; i++ {
+		e.clock.Advance(20 * time.Second)
+		if st, _ := e.call(t, CmdGetNextAssertion, nil); st != StatusOK {
+			t.Fatalf("getNextAssertion %d, 20 s after the previous call: %v, want OK (§6.3 step 7 resets the timer)", i, st)
+		}
+	}
+	e.clock.Advance(30*time.Second + time.Millisecond)
+	if st, _ := e.call(t, CmdGetNextAssertion, nil); st != ErrNotAllowed {
+		t.Errorf("getNextAssertion 30 s after the previous call: %v, want NOT_ALLOWED (§6.3 step 3)", st)
+	}
 }
