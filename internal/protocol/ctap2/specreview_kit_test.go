@@ -4,10 +4,12 @@ package ctap2
 // each test asserting the exact rule of the CTAP 2.1 section it names.
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/protocol/pinuv"
 )
 
@@ -72,5 +74,27 @@ func TestReviewGetNextAssertionTimerRestarts(t *testing.T) {
 	e.clock.Advance(30*time.Second + time.Millisecond)
 	if st, _ := e.call(t, CmdGetNextAssertion, nil); st != ErrNotAllowed {
 		t.Errorf("getNextAssertion 30 s after the previous call: %v, want NOT_ALLOWED (§6.3 step 3)", st)
+	}
+}
+
+// TestReviewPINProbeTimeout: a zero-length pinUvAuthParam asks for evidence
+// of user interaction; "If the user declines permission, or the operation
+// times out, then end the operation by returning
+// CTAP2_ERR_OPERATION_DENIED" (CTAP 2.1 §6.1.2 step 1.2, §6.2.2 step 1.2),
+// not USER_ACTION_TIMEOUT.
+func TestReviewPINProbeTimeout(t *testing.T) {
+	e := newEnv(t)
+	for _, answer := range []error{prompt.ErrTimeout, context.DeadlineExceeded, prompt.ErrDenied} {
+		e.prompt.answer = answer
+		mc := mcParams("a.example", []byte("u"), false)
+		mc[8], mc[9] = []byte{}, 2
+		if st, _ := e.call(t, CmdMakeCredential, mc); st != ErrOperationDenied {
+			t.Errorf("makeCredential probe, prompt %v: %v, want OPERATION_DENIED", answer, st)
+		}
+		ga := gaParams("a.example")
+		ga[6], ga[7] = []byte{}, 2
+		if st, _ := e.call(t, CmdGetAssertion, ga); st != ErrOperationDenied {
+			t.Errorf("getAssertion probe, prompt %v: %v, want OPERATION_DENIED", answer, st)
+		}
 	}
 }

@@ -57,10 +57,12 @@ func (a *Authenticator) authorize(ctx context.Context, tx ctaphid.Transaction, r
 
 // probePIN is step 1 (§6.1.2, §6.2.2): a zero-length pinUvAuthParam asks
 // "is a PIN set?" after a touch (platforms use it to pick an
-// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not.
+// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not. Declined or
+// timed out is OPERATION_DENIED (step 1.2); CTAPHID_CANCEL stays
+// KEEPALIVE_CANCEL (§11.2.9.1.5).
 func (a *Authenticator) probePIN(ctx context.Context, tx ctaphid.Transaction, rpID string) error {
 	if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSelect, RPID: rpID}); err != nil {
-		if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
+		if err == ErrKeepaliveCancel {
 			return err
 		}
 		return ErrOperationDenied
