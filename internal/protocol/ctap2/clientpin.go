@@ -575,6 +575,9 @@ func (c *clientPIN) checkPINHash(h []byte) error {
 	if err := c.setRetries(c.retries - 1); err != nil {
 		return err
 	}
+	if len(h) != pinHashLen {
+		return c.miss() // not a PIN hash: a mismatch the TPM need not judge
+	}
 	data, err := c.tpm.UnsealWithPIN(c.object, h)
 	switch {
 	case errors.Is(err, tpm.ErrPINMismatch):

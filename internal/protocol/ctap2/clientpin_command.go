@@ -109,22 +109,36 @@ func (c *clientPIN) sharedSecret(req *ClientPINRequest) (pinuv.Protocol, pinuv.S
 	if err != nil {
 		return nil, pinuv.SharedSecret{}, err
 	}
+	s, err := decapsulate(p, req)
+	return p, s, err
+}
+
+// decapsulate is the key agreement with the platform's keyAgreement: an
+// error is CTAP1_ERR_INVALID_PARAMETER (§6.5.5.5 step 4, §6.5.5.6 step 4,
+// §6.5.5.7.2 step 6). The PIN subcommands call it only after their own
+// earlier steps (PIN already set, PIN blocked).
+func decapsulate(p pinuv.Protocol, req *ClientPINRequest) (pinuv.SharedSecret, error) {
 	if req.KeyAgreement == nil {
-		return nil, pinuv.SharedSecret{}, ErrMissingParameter
+		return pinuv.SharedSecret{}, ErrMissingParameter
 	}
 	s, err := p.Decapsulate(*req.KeyAgreement)
 	if err != nil {
-		return nil, pinuv.SharedSecret{}, ErrInvalidParameter
+		return pinuv.SharedSecret{}, ErrInvalidParameter
 	}
-	return p, s, nil
+	return s, nil
 }
 
 // decryptNewPIN decrypts and checks newPinEnc against the PIN policy
-// (§6.5.5.5 step 7-8): a 64-byte padded PIN, at most 63 bytes, at least
+// (§6.5.5.5 steps 6-10, §6.5.5.6 steps 9-14): newPinEnc that does not
+// decrypt is PIN_AUTH_INVALID, a padded PIN other than 64 bytes
+// INVALID_PARAMETER; the PIN is at most 63 bytes and at least
 // minPINLength code points.
 func (c *clientPIN) decryptNewPIN(p pinuv.Protocol, s pinuv.SharedSecret, newPinEnc []byte) (string, error) {
 	padded, err := p.Decrypt(s, newPinEnc)
-	if err != nil || len(padded) != paddedPINLen {
+	if err != nil {
+		return "", ErrPinAuthInvalid
+	}
+	if len(padded) != paddedPINLen {
 		return "", ErrInvalidParameter
 	}
 	pin := padded
@@ -142,12 +156,16 @@ func (c *clientPIN) setPIN(req *ClientPINRequest) error {
 	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil {
 		return ErrMissingParameter
 	}
-	p, s, err := c.sharedSecret(req)
+	p, err := c.Protocol(req.PinUvAuthProtocol)
 	if err != nil {
 		return err
 	}
 	if c.IsSet() {
-		return ErrPinAuthInvalid // §6.5.5.5: a PIN is already set
+		return ErrPinAuthInvalid // step 3: a PIN is already set
+	}
+	s, err := decapsulate(p, req)
+	if err != nil {
+		return err
 	}
 	if !p.Verify(s.HMACKey(), req.NewPinEnc, req.PinUvAuthParam) {
 		return ErrPinAuthInvalid
@@ -168,7 +186,7 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil || req.PinHashEnc == nil {
 		return ErrMissingParameter
 	}
-	p, s, err := c.sharedSecret(req)
+	p, err := c.Protocol(req.PinUvAuthProtocol)
 	if err != nil {
 		return err
 	}
@@ -176,7 +194,11 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 		return ErrPinNotSet
 	}
 	if c.retries == 0 {
-		return ErrPinBlocked
+		return ErrPinBlocked // step 3, before the key agreement (step 4)
+	}
+	s, err := decapsulate(p, req)
+	if err != nil {
+		return err
 	}
 	msg := append(append([]byte{}, req.NewPinEnc...), req.PinHashEnc...)
 	if !p.Verify(s.HMACKey(), msg, req.PinUvAuthParam) {
@@ -202,11 +224,14 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	return nil
 }
 
-// checkPINHashEnc decrypts pinHashEnc and has the TPM check it.
+// checkPINHashEnc decrypts pinHashEnc and has the TPM check it. A
+// pinHashEnc that does not decrypt to a PIN hash is a mismatch like a wrong
+// PIN: "If an error results, or a mismatch is detected" (§6.5.5.6 step 7,
+// §6.5.5.7.2 step 9), after the retry was spent.
 func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinHashEnc []byte) error {
 	h, err := p.Decrypt(s, pinHashEnc)
-	if err != nil || len(h) != pinHashLen {
-		return ErrInvalidParameter
+	if err != nil {
+		h = nil
 	}
 	err = c.checkPINHash(h)
 	if errors.Is(err, ErrPinInvalid) || errors.Is(err, ErrPinAuthBlocked) || errors.Is(err, ErrPinBlocked) {
@@ -256,12 +281,19 @@ func (c *clientPIN) getPinToken(req *ClientPINRequest, withPermissions bool) (*C
 	} else if req.Permissions != nil || req.RPID != nil {
 		return nil, ErrInvalidParameter
 	}
-	p, s, err := c.sharedSecret(req)
+	p, err := c.Protocol(req.PinUvAuthProtocol)
 	if err != nil {
 		return nil, err
 	}
 	if !c.IsSet() {
 		return nil, ErrPinNotSet
+	}
+	if c.retries == 0 {
+		return nil, ErrPinBlocked // before the key agreement (§6.5.5.7.2 steps 5-6)
+	}
+	s, err := decapsulate(p, req)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
 		return nil, err

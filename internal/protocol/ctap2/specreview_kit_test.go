@@ -4,6 +4,7 @@ package ctap2
 // each test asserting the exact rule of the CTAP 2.1 section it names.
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -95,6 +96,140 @@ func TestReviewPINProbeTimeout(t *testing.T) {
 		ga[6], ga[7] = []byte{}, 2
 		if st, _ := e.call(t, CmdGetAssertion, ga); st != ErrOperationDenied {
 			t.Errorf("getAssertion probe, prompt %v: %v, want OPERATION_DENIED", answer, st)
+		}
+	}
+}
+
+// offCurveKey is a keyAgreement that decapsulate refuses: a P-256 "point"
+// that is not on the curve.
+var offCurveKey = ctaptest.COSEKey{Kty: 2, Alg: -25, Crv: 1, X: bytes.Repeat([]byte{1}, 32), Y: bytes.Repeat([]byte{2}, 32)}
+
+// blockPIN spends every PIN retry with wrong PINs, power-cycling after each
+// third consecutive miss.
+func blockPIN(t *testing.T, e *testEnv, c *ctaptest.Client) {
+	t.Helper()
+	for i := 0; i < maxPINRetries; i++ {
+		if i%maxConsecutiveMisses == 0 {
+			e.a.PowerCycle()
+		}
+		c.PinToken(t, "0000")
+	}
+	wantRetries(t, c, 0, false)
+}
+
+// TestReviewPINBlockedBeforeKeyAgreement: with pinRetries at 0 the PIN
+// commands answer PIN_BLOCKED before they decapsulate the platform's key
+// (CTAP 2.1 §6.5.5.6 step 3 before step 4; §6.5.5.7.1 and §6.5.5.7.2:
+// "If the pinRetries counter is 0, return CTAP2_ERR_PIN_BLOCKED" before
+// decapsulate's CTAP1_ERR_INVALID_PARAMETER).
+func TestReviewPINBlockedBeforeKeyAgreement(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	blockPIN(t, e, c)
+	for _, tc := range []struct {
+		name string
+		req  map[int]any
+	}{
+		{"changePIN", map[int]any{1: 2, 2: pinChangePIN, 3: offCurveKey, 4: make([]byte, 32), 5: make([]byte, 80), 6: make([]byte, 32)}},
+		{"getPinToken", map[int]any{1: 2, 2: pinGetPinToken, 3: offCurveKey, 6: make([]byte, 32)}},
+		{"getPinUvAuthTokenUsingPinWithPermissions", map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: offCurveKey, 6: make([]byte, 32), 9: 0x02, 10: "a.example"}},
+	} {
+		if st, _ := e.call(t, CmdClientPIN, tc.req); st != ErrPinBlocked {
+			t.Errorf("%s with pinRetries 0 and an off-curve keyAgreement: %v, want PIN_BLOCKED", tc.name, st)
+		}
+	}
+}
+
+// TestReviewSetPINOrder: setPIN with a PIN already set is PIN_AUTH_INVALID
+// whatever keyAgreement came (CTAP 2.1 §6.5.5.5 step 3 before step 4); a
+// newPinEnc that authenticates but does not decrypt is PIN_AUTH_INVALID
+// (step 6), one that decrypts to other than 64 bytes INVALID_PARAMETER
+// (step 7).
+func TestReviewSetPINOrder(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		e, c := kitEnv(t, version)
+		s, _ := c.KeyAgreement(t)
+		for _, tc := range []struct {
+			name   string
+			newPIN []byte
+			want   Status
+		}{
+			{"newPinEnc of 65 bytes (no whole AES block)", make([]byte, 65), ErrPinAuthInvalid},
+			{"newPinEnc decrypting to 48 bytes", s.MustEncrypt(t, append([]byte("123456"), make([]byte, 42)...)), ErrInvalidParameter},
+		} {
+			st, _ := e.call(t, CmdClientPIN, map[int]any{1: version, 2: pinSetPIN, 3: s.PublicKey, 4: s.Authenticate(s.HMACKey(), tc.newPIN), 5: tc.newPIN})
+			if st != tc.want {
+				t.Errorf("protocol %d setPIN, %s: %v, want %v", version, tc.name, st, tc.want)
+			}
+		}
+		if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+			t.Fatal(Status(st))
+		}
+		st, _ := e.call(t, CmdClientPIN, map[int]any{1: version, 2: pinSetPIN, 3: offCurveKey, 4: make([]byte, 32), 5: make([]byte, 64)})
+		if st != ErrPinAuthInvalid {
+			t.Errorf("protocol %d setPIN with a PIN set and an off-curve keyAgreement: %v, want PIN_AUTH_INVALID", version, st)
+		}
+	}
+}
+
+// TestReviewChangePINNewPinEncUndecryptable: changePIN whose newPinEnc
+// authenticates but does not decrypt is PIN_AUTH_INVALID (CTAP 2.1
+// §6.5.5.6 step 9), after the current PIN checked out (steps 6-8: the
+// retries are back at the maximum).
+func TestReviewChangePINNewPinEncUndecryptable(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	s, _ := c.KeyAgreement(t)
+	newPinEnc := make([]byte, 65)
+	pinHashEnc := s.MustEncrypt(t, ctaptest.PINHash("1234"))
+	msg := append(append([]byte{}, newPinEnc...), pinHashEnc...)
+	st, _ := e.call(t, CmdClientPIN, map[int]any{1: 2, 2: pinChangePIN, 3: s.PublicKey, 4: s.Authenticate(s.HMACKey(), msg), 5: newPinEnc, 6: pinHashEnc})
+	if st != ErrPinAuthInvalid {
+		t.Errorf("changePIN with an undecryptable newPinEnc: %v, want PIN_AUTH_INVALID", st)
+	}
+	wantRetries(t, c, maxPINRetries, false)
+}
+
+// TestReviewMalformedPinHashEncIsAMismatch: a pinHashEnc that does not
+// decrypt, or decrypts to other than a 16-byte PIN hash, is handled as a
+// wrong PIN: the retry was spent (step "decrements the pinRetries counter
+// by 1" comes first), the key agreement key is regenerated, and the answer
+// is PIN_INVALID (CTAP 2.1 §6.5.5.7.2 steps 8-9: "If an error results, or
+// a mismatch is detected"; §6.5.5.7.1 and §6.5.5.6 step 7 likewise).
+func TestReviewMalformedPinHashEncIsAMismatch(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	keyAgreement := func() []byte {
+		st, m := e.call(t, CmdClientPIN, map[int]any{1: 2, 2: pinGetKeyAgreement})
+		if st != StatusOK {
+			t.Fatal(st)
+		}
+		return field[ctaptest.COSEKey](t, m, 1).X
+	}
+	retries := maxPINRetries
+	for _, tc := range []struct {
+		name       string
+		pinHashEnc func(s *ctaptest.Session) []byte
+	}{
+		{"15 bytes", func(*ctaptest.Session) []byte { return make([]byte, 15) }},
+		{"decrypting to 32 bytes", func(s *ctaptest.Session) []byte { return s.MustEncrypt(t, make([]byte, 32)) }},
+	} {
+		s, _ := c.KeyAgreement(t)
+		before := keyAgreement()
+		st, _ := e.call(t, CmdClientPIN, map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: tc.pinHashEnc(s), 9: 0x02, 10: "a.example"})
+		retries--
+		if st != ErrPinInvalid {
+			t.Errorf("pinHashEnc %s: %v, want PIN_INVALID", tc.name, st)
+		}
+		wantRetries(t, c, retries, false)
+		if bytes.Equal(keyAgreement(), before) {
+			t.Errorf("pinHashEnc %s: the key agreement key was not regenerated", tc.name)
 		}
 	}
 }
