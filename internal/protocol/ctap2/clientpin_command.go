@@ -103,16 +103,6 @@ func (c *clientPIN) Command(ctx context.Context, tx ctaphid.Transaction, req *Cl
 	}
 }
 
-// sharedSecret validates the common parameters and runs the key agreement.
-func (c *clientPIN) sharedSecret(req *ClientPINRequest) (pinuv.Protocol, pinuv.SharedSecret, error) {
-	p, err := c.Protocol(req.PinUvAuthProtocol)
-	if err != nil {
-		return nil, pinuv.SharedSecret{}, err
-	}
-	s, err := decapsulate(p, req)
-	return p, s, err
-}
-
 // decapsulate is the key agreement with the platform's keyAgreement: an
 // error is CTAP1_ERR_INVALID_PARAMETER (§6.5.5.5 step 4, §6.5.5.6 step 4,
 // §6.5.5.7.2 step 6). The PIN subcommands call it only after their own
@@ -244,44 +234,49 @@ func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinH
 	return err
 }
 
-// tokenRequest reads the permissions and RP ID of a token request
-// (§6.5.5.7 steps 1-3): permissions present, non-zero, defined, and only
-// those of features this authenticator has.
-func (c *clientPIN) tokenRequest(req *ClientPINRequest) (pinuv.Permission, string, error) {
-	if req.Permissions == nil {
-		return 0, "", ErrMissingParameter
+// tokenRequest checks a token request's parameters in the order of
+// §6.5.5.7.2 steps 1-4 (§6.5.5.7.1 and §6.5.5.7.3 alike): every mandatory
+// parameter present (withPermissions: permissions too), the protocol
+// supported, then the permissions non-zero and, undefined ones ignored,
+// only those of features this authenticator has (through built-in UV (uv)
+// acfg too: getInfo says uvAcfg, §6.5.5.7.3 step 4). getPinToken
+// (withPermissions false) takes neither permissions nor rpId and gets mc
+// and ga.
+func (c *clientPIN) tokenRequest(req *ClientPINRequest, withPermissions, uv bool) (pinuv.Protocol, pinuv.Permission, string, error) {
+	if req.PinUvAuthProtocol == nil || req.KeyAgreement == nil || (!uv && req.PinHashEnc == nil) ||
+		(withPermissions && req.Permissions == nil) {
+		return nil, 0, "", ErrMissingParameter
 	}
-	if *req.Permissions == 0 || *req.Permissions > 0xff {
-		return 0, "", ErrInvalidParameter
+	p, err := c.Protocol(req.PinUvAuthProtocol)
+	if err != nil {
+		return nil, 0, "", err
 	}
-	perms := pinuv.Permission(*req.Permissions)
+	if !withPermissions {
+		if req.Permissions != nil || req.RPID != nil {
+			return nil, 0, "", ErrInvalidParameter
+		}
+		return p, pinuv.PermMakeCredential | pinuv.PermGetAssertion, "", nil // what legacy getPinToken grants
+	}
+	if *req.Permissions == 0 {
+		return nil, 0, "", ErrInvalidParameter
+	}
+	// "Undefined permissions present in the permissions parameter are
+	// ignored."
+	perms := pinuv.Permission(*req.Permissions & uint64(pinuv.PermDefined))
 	if perms&^c.supported != 0 {
-		return 0, "", ErrUnauthorizedPermission
+		return nil, 0, "", ErrUnauthorizedPermission
 	}
 	rpID := ""
 	if req.RPID != nil {
 		rpID = *req.RPID
 	}
-	return perms, rpID, nil
+	return p, perms, rpID, nil
 }
 
 // getPinToken is §6.5.5.7 (getPinToken, and with permissions when
 // withPermissions).
 func (c *clientPIN) getPinToken(req *ClientPINRequest, withPermissions bool) (*ClientPINResponse, error) {
-	if req.KeyAgreement == nil || req.PinHashEnc == nil {
-		return nil, ErrMissingParameter
-	}
-	perms := pinuv.PermMakeCredential | pinuv.PermGetAssertion // what legacy getPinToken grants
-	rpID := ""
-	if withPermissions {
-		var err error
-		if perms, rpID, err = c.tokenRequest(req); err != nil {
-			return nil, err
-		}
-	} else if req.Permissions != nil || req.RPID != nil {
-		return nil, ErrInvalidParameter
-	}
-	p, err := c.Protocol(req.PinUvAuthProtocol)
+	p, perms, rpID, err := c.tokenRequest(req, withPermissions, false)
 	if err != nil {
 		return nil, err
 	}
@@ -321,14 +316,11 @@ func (c *clientPIN) issueToken(p pinuv.Protocol, s pinuv.SharedSecret, perms pin
 
 // getPinUvAuthTokenUsingUv is §6.5.5.7.3: the token after built-in UV.
 func (c *clientPIN) getPinUvAuthTokenUsingUv(ctx context.Context, tx ctaphid.Transaction, req *ClientPINRequest, soleAccount soleAccountFunc) (*ClientPINResponse, error) {
-	if req.KeyAgreement == nil || req.Permissions == nil {
-		return nil, ErrMissingParameter
-	}
-	perms, rpID, err := c.tokenRequest(req)
+	p, perms, rpID, err := c.tokenRequest(req, true, true)
 	if err != nil {
 		return nil, err
 	}
-	p, s, err := c.sharedSecret(req)
+	s, err := decapsulate(p, req)
 	if err != nil {
 		return nil, err
 	}

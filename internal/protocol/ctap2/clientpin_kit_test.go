@@ -287,7 +287,7 @@ func TestKitPinTokenPermissions(t *testing.T) {
 		"getPinToken with rpId":             {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey, 6: hashEnc, 10: "a.example"}, ErrInvalidParameter},
 		"no permissions":                    {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc}, ErrMissingParameter},
 		"permissions 0":                     {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0}, ErrInvalidParameter},
-		"permissions 0x100":                 {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0x100}, ErrInvalidParameter},
+		"permissions 0x100 | be":            {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0x100 | int(pinuv.PermBioEnrollment)}, ErrUnauthorizedPermission},
 		"bio enrollment (be) not supported": {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: int(pinuv.PermBioEnrollment)}, ErrUnauthorizedPermission},
 		"no pinHashEnc":                     {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey}, ErrMissingParameter},
 		"pinHashEnc of 32 bytes":            {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey, 6: s.MustEncrypt(t, make([]byte, 32))}, ErrPinInvalid},

@@ -233,3 +233,97 @@ func TestReviewMalformedPinHashEncIsAMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewTokenRequestOrder: the token requests check their mandatory
+// parameters (step 1), then the protocol (step 2), then the permissions
+// value (step 3) and which permissions are authorised (step 4) (CTAP 2.1
+// §6.5.5.7.2; §6.5.5.7.3 and §6.5.5.7.1 alike). The retries are untouched.
+func TestReviewTokenRequestOrder(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	s, _ := c.KeyAgreement(t)
+	hashEnc := s.MustEncrypt(t, ctaptest.PINHash("1234"))
+	be := int(pinuv.PermBioEnrollment)
+	for _, tc := range []struct {
+		name string
+		req  map[int]any
+		want Status
+	}{
+		{"0x09 without pinUvAuthProtocol, permissions 0", map[int]any{2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0}, ErrMissingParameter},
+		{"0x09 with protocol 3, permissions be", map[int]any{1: 3, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: be}, ErrInvalidParameter},
+		{"0x09 with protocol 3, no permissions", map[int]any{1: 3, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc}, ErrMissingParameter},
+		{"0x06 without pinUvAuthProtocol, permissions 0", map[int]any{2: pinGetPinUvAuthTokenUsingUvWithPermissions, 3: s.PublicKey, 9: 0}, ErrMissingParameter},
+		{"0x06 with protocol 3, permissions be", map[int]any{1: 3, 2: pinGetPinUvAuthTokenUsingUvWithPermissions, 3: s.PublicKey, 9: be}, ErrInvalidParameter},
+		{"0x05 without pinUvAuthProtocol, with permissions", map[int]any{2: pinGetPinToken, 3: s.PublicKey, 6: hashEnc, 9: 2}, ErrMissingParameter},
+	} {
+		if st, _ := e.call(t, CmdClientPIN, tc.req); st != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, st, tc.want)
+		}
+	}
+	wantRetries(t, c, maxPINRetries, false)
+}
+
+// TestReviewUndefinedPermissionsIgnored: "Undefined permissions present in
+// the permissions parameter are ignored" and the token gets the requested
+// permissions "ignoring any undefined permissions" (CTAP 2.1 §6.5.5.7.2
+// steps 3 and 15, §6.5.5.7.3 likewise): 0x80 and 0x100 beside ga give a
+// token that signs in; 0x80 alone is not 0, so a token (with no
+// permission) is issued.
+func TestReviewUndefinedPermissionsIgnored(t *testing.T) {
+	p := &pinPrompter{pin: "271828"}
+	e, c := kitEnvPrompt(t, 2, p)
+	e.prompt = &p.testPrompter
+	if st := c.SetPIN(t, p.pin); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	cred := makeCred(t, e, "a.example", []byte("u"), false)
+	for _, perms := range []int{0x80 | 0x02, 0x100 | 0x02, 0x80} {
+		for _, via := range []byte{pinGetPinUvAuthTokenUsingPinWithPermissions, pinGetPinUvAuthTokenUsingUvWithPermissions} {
+			s, _ := c.KeyAgreement(t)
+			req := map[int]any{1: 2, 2: via, 3: s.PublicKey, 9: perms, 10: "a.example"}
+			if via == pinGetPinUvAuthTokenUsingPinWithPermissions {
+				req[6] = s.MustEncrypt(t, ctaptest.PINHash(p.pin))
+			}
+			st, m := e.call(t, CmdClientPIN, req)
+			if st != StatusOK {
+				t.Errorf("subcommand %#x, permissions %#x: %v, want OK", via, perms, st)
+				continue
+			}
+			tok := s.MustDecrypt(t, field[[]byte](t, m, 2))
+			want := ErrPinAuthInvalid
+			if perms&0x02 != 0 {
+				want = StatusOK
+			}
+			if st, _ := assertWithToken(t, e, c, "a.example", cred, tok); st != want {
+				t.Errorf("subcommand %#x, permissions %#x: getAssertion with the token: %v, want %v", via, perms, st, want)
+			}
+		}
+	}
+}
+
+// TestReviewUVTokenAcfg: getPinUvAuthTokenUsingUvWithPermissions refuses
+// acfg with UNAUTHORIZED_PERMISSION when uvAcfg is false or absent (CTAP
+// 2.1 §6.5.5.7.3 step 4): an authenticator that grants it must say uvAcfg
+// in getInfo (§6.4), and then the token configures it.
+func TestReviewUVTokenAcfg(t *testing.T) {
+	p := &pinPrompter{pin: "271828"}
+	e, c := kitEnvPrompt(t, 2, p)
+	e.prompt = &p.testPrompter
+	if st := c.SetPIN(t, p.pin); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	uvAcfg := field[map[string]bool](t, getInfo(t, e), 4)["uvAcfg"]
+	tok, st := c.UVTokenWithPermissions(t, byte(pinuv.PermAuthenticatorConfig), "")
+	switch {
+	case !uvAcfg && Status(st) != ErrUnauthorizedPermission:
+		t.Errorf("acfg through built-in UV without uvAcfg in getInfo: %v, want UNAUTHORIZED_PERMISSION", Status(st))
+	case uvAcfg && st != ctaptest.StatusOK:
+		t.Errorf("acfg through built-in UV with uvAcfg in getInfo: %v, want OK", Status(st))
+	case uvAcfg:
+		if st := cfgCall(t, e, c, tok, cfgToggleAlwaysUv, nil); st != StatusOK {
+			t.Errorf("toggleAlwaysUv with the UV token: %v", st)
+		}
+	}
+}
