@@ -201,6 +201,14 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	if err != nil {
 		return err
 	}
+	if c.policy.ForcePINChange {
+		// Step 13: a forced change needs another PIN. pinHashEnc is the
+		// current PIN's hash: the TPM just accepted it.
+		cur, err := p.Decrypt(s, req.PinHashEnc)
+		if err != nil || bytes.Equal(cur, pinHash(pin)) {
+			return ErrPinPolicyViolation
+		}
+	}
 	if err := c.installPIN(pin); err != nil {
 		return err
 	}

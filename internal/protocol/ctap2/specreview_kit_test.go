@@ -327,3 +327,33 @@ func TestReviewUVTokenAcfg(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewForcedChangeNeedsANewPIN: while forcePINChange is true, changePIN
+// to the current PIN is PIN_POLICY_VIOLATION ("If the forcePINChange member
+// of the authenticatorGetInfo response is true and LEFT(SHA-256(newPin),
+// 16) is equal to its internal stored LEFT(SHA-256(curPin), 16)", CTAP 2.1
+// §6.5.5.6 step 13); the current PIN checked out (step 8: retries at the
+// maximum) and the flag stays until a different PIN is set (step 16).
+func TestReviewForcedChangeNeedsANewPIN(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	tok := mustToken(t, c, "1234", pinuv.PermAuthenticatorConfig, "")
+	if st := cfgCall(t, e, c, tok, cfgSetMinPINLength, map[int]any{3: true}); st != StatusOK {
+		t.Fatalf("setMinPINLength forceChangePin: %v", st)
+	}
+	forced := func() bool { return field[bool](t, getInfo(t, e), 12) }
+	if !forced() {
+		t.Fatal("forcePINChange not set")
+	}
+	wantStatus(t, "changePIN to the same PIN", c.ChangePIN(t, "1234", "1234"), ErrPinPolicyViolation)
+	wantRetries(t, c, maxPINRetries, false)
+	if !forced() {
+		t.Error("forcePINChange cleared by a refused change")
+	}
+	wantStatus(t, "changePIN to a new PIN", c.ChangePIN(t, "1234", "5678"), StatusOK)
+	if forced() {
+		t.Error("forcePINChange still set after a new PIN")
+	}
+}
