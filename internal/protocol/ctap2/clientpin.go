@@ -354,11 +354,11 @@ func (c *clientPIN) ConsumeToken(clearPermissions bool) {
 // non-discoverable ones).
 func (c *clientPIN) UVForRequest(uvOption, rk bool) (verify bool, err error) {
 	if uvOption {
-		if !c.BuiltInUV() {
-			return false, ErrInvalidOption
-		}
+		// §6.1.2 step 5.3, §6.2.2 step 4.3: no built-in UV, or built-in
+		// UV not yet enabled (no PIN for the PIN prompt), are both
+		// INVALID_OPTION.
 		if !c.UVConfigured() {
-			return false, ErrOperationDenied // built-in UV not configured
+			return false, ErrInvalidOption
 		}
 		return true, nil
 	}

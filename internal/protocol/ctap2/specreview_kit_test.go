@@ -357,3 +357,24 @@ func TestReviewForcedChangeNeedsANewPIN(t *testing.T) {
 		t.Error("forcePINChange still set after a new PIN")
 	}
 }
+
+// TestReviewUVOptionNotConfigured: the uv option with built-in UV that "has
+// not yet been enabled" (the PIN prompt before a PIN exists; getInfo uv
+// false) is CTAP2_ERR_INVALID_OPTION, as is the uv option without built-in
+// UV at all (CTAP 2.1 §6.1.2 step 5.3, §6.2.2 step 4.3).
+func TestReviewUVOptionNotConfigured(t *testing.T) {
+	e, _ := kitEnvPrompt(t, 2, &pinPrompter{pin: "4321"})
+	if field[map[string]bool](t, getInfo(t, e), 4)["uv"] {
+		t.Fatal("getInfo: uv true before a PIN exists")
+	}
+	mc := mcParams("a.example", []byte("u"), false)
+	mc[7] = map[string]any{"uv": true}
+	if st, _ := e.call(t, CmdMakeCredential, mc); st != ErrInvalidOption {
+		t.Errorf("makeCredential uv=true, built-in UV not enabled: %v, want INVALID_OPTION", st)
+	}
+	ga := gaParams("a.example")
+	ga[5] = map[string]any{"uv": true}
+	if st, _ := e.call(t, CmdGetAssertion, ga); st != ErrInvalidOption {
+		t.Errorf("getAssertion uv=true, built-in UV not enabled: %v, want INVALID_OPTION", st)
+	}
+}
