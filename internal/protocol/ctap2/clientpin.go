@@ -1,6 +1,7 @@
 package ctap2
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -324,6 +325,17 @@ func (c *clientPIN) Authorize(permission pinuv.Permission, rpID string, message,
 func (c *clientPIN) PermitsRP(rpID string) bool {
 	bound := c.token.RPID()
 	return bound == "" || bound == rpID
+}
+
+// PermitsRPIDHash is PermitsRP for an RP known by its hash
+// (enumerateCredentialsBegin, §6.8.4).
+func (c *clientPIN) PermitsRPIDHash(rpIDHash []byte) bool {
+	bound := c.token.RPID()
+	if bound == "" {
+		return true
+	}
+	h := sha256.Sum256([]byte(bound))
+	return bytes.Equal(h[:], rpIDHash)
 }
 
 // TokenUserPresent is the token's userPresent flag: the presence its

@@ -378,3 +378,29 @@ func TestReviewUVOptionNotConfigured(t *testing.T) {
 		t.Errorf("getAssertion uv=true, built-in UV not enabled: %v, want INVALID_OPTION", st)
 	}
 }
+
+// TestReviewEnumerateCredentialsRPBoundToken: a cm token bound to one RP
+// asking enumerateCredentialsBegin for another RP ID hash is
+// PIN_AUTH_INVALID whether or not that RP has credentials (CTAP 2.1 §6.8.4:
+// the permissions RP ID check precedes "If no discoverable credentials for
+// this RP ID hash exist on this authenticator, return
+// CTAP2_ERR_NO_CREDENTIALS"), so such a token cannot probe which RPs the
+// key holds.
+func TestReviewEnumerateCredentialsRPBoundToken(t *testing.T) {
+	e, c := kitEnv(t, 2)
+	makeRK(t, e, "a.example", []byte("u-ann"), "ann", nil)
+	makeRK(t, e, "b.example", []byte("u-bob"), "bob", nil)
+	if st := c.SetPIN(t, "1234"); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	for _, rp := range []string{"a.example", "none.example"} {
+		tok := mustToken(t, c, "1234", pinuv.PermCredentialManagement, "b.example")
+		if st, _ := cmCall(t, e, c, tok, cmEnumerateCredentialsBegin, map[int]any{1: cdh(rp)}); st != ErrPinAuthInvalid {
+			t.Errorf("token bound to b.example enumerating %s: %v, want PIN_AUTH_INVALID", rp, st)
+		}
+	}
+	tok := mustToken(t, c, "1234", pinuv.PermCredentialManagement, "b.example")
+	if st, _ := cmCall(t, e, c, tok, cmEnumerateCredentialsBegin, map[int]any{1: cdh("b.example")}); st != StatusOK {
+		t.Errorf("token bound to b.example enumerating b.example: %v, want OK", st)
+	}
+}
