@@ -85,6 +85,9 @@ func (a *Authenticator) getAssertion(ctx context.Context, tx ctaphid.Transaction
 	s := &getAssertionState{a: a, ctx: ctx, tx: tx}
 	if err := runSteps(
 		func() error { return s.parse(params) },
+		func() error {
+			return a.pinUvAuthParamSteps(ctx, tx, s.rpID, s.req.PinUvAuthParam, s.req.PinUvAuthProtocol)
+		},
 		s.validate,
 		s.readDiscoverable,
 		s.authorize,
@@ -193,7 +196,7 @@ func (s *getAssertionState) readDiscoverable() error {
 	return nil
 }
 
-// authorize is steps 1-2 and 5-6: PIN/UV, decided by the PIN/UV
+// authorize is steps 5-6: PIN/UV, decided by the PIN/UV
 // authority.
 func (s *getAssertionState) authorize() error {
 	var err error

@@ -404,3 +404,49 @@ func TestReviewEnumerateCredentialsRPBoundToken(t *testing.T) {
 		t.Errorf("token bound to b.example enumerating b.example: %v, want OK", st)
 	}
 }
+
+// TestReviewPinUvAuthParamStepsFirst: steps 1 (a zero-length pinUvAuthParam
+// is a PIN probe) and 2 (the pinUvAuthProtocol of a pinUvAuthParam:
+// absent MISSING_PARAMETER, unsupported INVALID_PARAMETER) come before the
+// algorithm (§6.1.2 step 3) and the options (§6.1.2 step 5, §6.2.2 step 4)
+// in makeCredential and getAssertion (CTAP 2.1 §6.1.2, §6.2.2).
+func TestReviewPinUvAuthParamStepsFirst(t *testing.T) {
+	e := newEnv(t)
+	eddsaOnly := []any{map[string]any{"type": "public-key", "alg": -8}}
+	for _, tc := range []struct {
+		name string
+		cmd  byte
+		p    map[int]any
+		want Status
+	}{
+		{"mc probe, no supported algorithm", CmdMakeCredential, func() map[int]any {
+			p := mcParams("a.example", []byte("u"), false)
+			p[4], p[8], p[9] = eddsaOnly, []byte{}, 2
+			return p
+		}(), ErrPinNotSet},
+		{"mc protocol 3, no supported algorithm", CmdMakeCredential, func() map[int]any {
+			p := mcParams("a.example", []byte("u"), false)
+			p[4], p[8], p[9] = eddsaOnly, make([]byte, 32), 3
+			return p
+		}(), ErrInvalidParameter},
+		{"mc no protocol, up=false", CmdMakeCredential, func() map[int]any {
+			p := mcParams("a.example", []byte("u"), false)
+			p[7], p[8] = map[string]any{"up": false}, make([]byte, 32)
+			return p
+		}(), ErrMissingParameter},
+		{"ga probe, rk option", CmdGetAssertion, func() map[int]any {
+			p := gaParams("a.example")
+			p[5], p[6], p[7] = map[string]any{"rk": true}, []byte{}, 2
+			return p
+		}(), ErrPinNotSet},
+		{"ga protocol 3, rk option", CmdGetAssertion, func() map[int]any {
+			p := gaParams("a.example")
+			p[5], p[6], p[7] = map[string]any{"rk": true}, make([]byte, 32), 3
+			return p
+		}(), ErrInvalidParameter},
+	} {
+		if st, _ := e.call(t, tc.cmd, tc.p); st != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, st, tc.want)
+		}
+	}
+}
