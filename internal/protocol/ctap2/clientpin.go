@@ -408,7 +408,10 @@ func (c *clientPIN) VerifyUser(ctx context.Context, tx ctaphid.Transaction, req 
 		return ErrNotAllowed
 	}
 	if c.retries == 0 {
-		return ErrPinBlocked
+		// The PIN's retries are built-in UV's uvRetries (getUVRetries):
+		// "If the uvRetries counter is 0, return CTAP2_ERR_UV_BLOCKED"
+		// (§6.5.5.7.3 step 7), as a check that reaches 0 does below.
+		return ErrUVBlocked
 	}
 	if c.consecutive >= maxConsecutiveMisses {
 		return ErrPinAuthBlocked

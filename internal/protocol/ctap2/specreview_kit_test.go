@@ -450,3 +450,34 @@ func TestReviewPinUvAuthParamStepsFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewUVRetriesZeroIsUVBlocked: built-in UV that is the device PIN
+// typed into the prompt counts on pinRetries (getUVRetries reports them);
+// with the counter at 0, getPinUvAuthTokenUsingUvWithPermissions answers
+// "If the uvRetries counter is 0, return CTAP2_ERR_UV_BLOCKED" (CTAP 2.1
+// §6.5.5.7.3 step 7) without asking for the PIN, and so does the uv option
+// of getAssertion, as a failed check at 0 already did.
+func TestReviewUVRetriesZeroIsUVBlocked(t *testing.T) {
+	p := &pinPrompter{pin: "271828"}
+	e, c := kitEnvPrompt(t, 2, p)
+	e.prompt = &p.testPrompter
+	if st := c.SetPIN(t, p.pin); st != ctaptest.StatusOK {
+		t.Fatal(Status(st))
+	}
+	blockPIN(t, e, c)
+	if n, st := c.UVRetries(t); st != ctaptest.StatusOK || n != 0 {
+		t.Fatalf("getUVRetries: %d (%v), want 0", n, Status(st))
+	}
+	asked := len(p.entered)
+	if _, st := c.UVTokenWithPermissions(t, byte(pinuv.PermGetAssertion), "a.example"); Status(st) != ErrUVBlocked {
+		t.Errorf("UV token with uvRetries 0: %v, want UV_BLOCKED", Status(st))
+	}
+	ga := gaParams("a.example")
+	ga[5] = map[string]any{"uv": true}
+	if st, _ := e.call(t, CmdGetAssertion, ga); st != ErrUVBlocked {
+		t.Errorf("getAssertion uv=true with uvRetries 0: %v, want UV_BLOCKED", st)
+	}
+	if len(p.entered) != asked {
+		t.Errorf("the PIN prompt was shown %d times with uvRetries 0", len(p.entered)-asked)
+	}
+}
