@@ -161,8 +161,8 @@ const DefaultCapacity = 25000
 // (CTAP 2.1 §6.6).
 const resetWindow = 10 * time.Second
 
-// nextAssertionTimeout: getNextAssertion state expires after 30 s (CTAP 2.1
-// §6.3).
+// nextAssertionTimeout: getNextAssertion state expires 30 s after the last
+// getAssertion or getNextAssertion (CTAP 2.1 §6.3 steps 3 and 7).
 const nextAssertionTimeout = 30 * time.Second
 
 // Authenticator is one CTAP2 authenticator. Its methods are safe for

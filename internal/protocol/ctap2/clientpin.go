@@ -1,6 +1,7 @@
 package ctap2
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -326,6 +327,17 @@ func (c *clientPIN) PermitsRP(rpID string) bool {
 	return bound == "" || bound == rpID
 }
 
+// PermitsRPIDHash is PermitsRP for an RP known by its hash
+// (enumerateCredentialsBegin, §6.8.4).
+func (c *clientPIN) PermitsRPIDHash(rpIDHash []byte) bool {
+	bound := c.token.RPID()
+	if bound == "" {
+		return true
+	}
+	h := sha256.Sum256([]byte(bound))
+	return bytes.Equal(h[:], rpIDHash)
+}
+
 // TokenUserPresent is the token's userPresent flag: the presence its
 // issuing collected, still unspent (§6.5.2.1).
 func (c *clientPIN) TokenUserPresent() bool { return c.token.UserPresent() }
@@ -335,8 +347,9 @@ func (c *clientPIN) TokenUserPresent() bool { return c.token.UserPresent() }
 func (c *clientPIN) TokenAccount() []byte { return c.tokenAccount }
 
 // ConsumeToken clears the token's one-time flags after a request it
-// authorised collected presence (§6.1.2 step 15, §6.2.2 step 9):
-// makeCredential also drops every permission but lbw.
+// authorised collected presence (§6.1.2 step 14.4, §6.2.2 step 9.4);
+// clearPermissions also drops every permission but lbw (both commands do
+// once presence is collected; the exclude list's refusal does not).
 func (c *clientPIN) ConsumeToken(clearPermissions bool) {
 	c.token.ClearUserPresent()
 	c.token.ClearUserVerified()
@@ -353,11 +366,11 @@ func (c *clientPIN) ConsumeToken(clearPermissions bool) {
 // non-discoverable ones).
 func (c *clientPIN) UVForRequest(uvOption, rk bool) (verify bool, err error) {
 	if uvOption {
-		if !c.BuiltInUV() {
-			return false, ErrInvalidOption
-		}
+		// §6.1.2 step 5.3, §6.2.2 step 4.3: no built-in UV, or built-in
+		// UV not yet enabled (no PIN for the PIN prompt), are both
+		// INVALID_OPTION.
 		if !c.UVConfigured() {
-			return false, ErrOperationDenied // built-in UV not configured
+			return false, ErrInvalidOption
 		}
 		return true, nil
 	}
@@ -395,7 +408,10 @@ func (c *clientPIN) VerifyUser(ctx context.Context, tx ctaphid.Transaction, req 
 		return ErrNotAllowed
 	}
 	if c.retries == 0 {
-		return ErrPinBlocked
+		// The PIN's retries are built-in UV's uvRetries (getUVRetries):
+		// "If the uvRetries counter is 0, return CTAP2_ERR_UV_BLOCKED"
+		// (§6.5.5.7.3 step 7), as a check that reaches 0 does below.
+		return ErrUVBlocked
 	}
 	if c.consecutive >= maxConsecutiveMisses {
 		return ErrPinAuthBlocked
@@ -573,6 +589,9 @@ func (c *clientPIN) checkPINHash(h []byte) error {
 	}
 	if err := c.setRetries(c.retries - 1); err != nil {
 		return err
+	}
+	if len(h) != pinHashLen {
+		return c.miss() // not a PIN hash: a mismatch the TPM need not judge
 	}
 	data, err := c.tpm.UnsealWithPIN(c.object, h)
 	switch {

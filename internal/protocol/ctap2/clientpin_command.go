@@ -103,28 +103,32 @@ func (c *clientPIN) Command(ctx context.Context, tx ctaphid.Transaction, req *Cl
 	}
 }
 
-// sharedSecret validates the common parameters and runs the key agreement.
-func (c *clientPIN) sharedSecret(req *ClientPINRequest) (pinuv.Protocol, pinuv.SharedSecret, error) {
-	p, err := c.Protocol(req.PinUvAuthProtocol)
-	if err != nil {
-		return nil, pinuv.SharedSecret{}, err
-	}
+// decapsulate is the key agreement with the platform's keyAgreement: an
+// error is CTAP1_ERR_INVALID_PARAMETER (§6.5.5.5 step 4, §6.5.5.6 step 4,
+// §6.5.5.7.2 step 6). The PIN subcommands call it only after their own
+// earlier steps (PIN already set, PIN blocked).
+func decapsulate(p pinuv.Protocol, req *ClientPINRequest) (pinuv.SharedSecret, error) {
 	if req.KeyAgreement == nil {
-		return nil, pinuv.SharedSecret{}, ErrMissingParameter
+		return pinuv.SharedSecret{}, ErrMissingParameter
 	}
 	s, err := p.Decapsulate(*req.KeyAgreement)
 	if err != nil {
-		return nil, pinuv.SharedSecret{}, ErrInvalidParameter
+		return pinuv.SharedSecret{}, ErrInvalidParameter
 	}
-	return p, s, nil
+	return s, nil
 }
 
 // decryptNewPIN decrypts and checks newPinEnc against the PIN policy
-// (§6.5.5.5 step 7-8): a 64-byte padded PIN, at most 63 bytes, at least
+// (§6.5.5.5 steps 6-10, §6.5.5.6 steps 9-14): newPinEnc that does not
+// decrypt is PIN_AUTH_INVALID, a padded PIN other than 64 bytes
+// INVALID_PARAMETER; the PIN is at most 63 bytes and at least
 // minPINLength code points.
 func (c *clientPIN) decryptNewPIN(p pinuv.Protocol, s pinuv.SharedSecret, newPinEnc []byte) (string, error) {
 	padded, err := p.Decrypt(s, newPinEnc)
-	if err != nil || len(padded) != paddedPINLen {
+	if err != nil {
+		return "", ErrPinAuthInvalid
+	}
+	if len(padded) != paddedPINLen {
 		return "", ErrInvalidParameter
 	}
 	pin := padded
@@ -142,12 +146,16 @@ func (c *clientPIN) setPIN(req *ClientPINRequest) error {
 	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil {
 		return ErrMissingParameter
 	}
-	p, s, err := c.sharedSecret(req)
+	p, err := c.Protocol(req.PinUvAuthProtocol)
 	if err != nil {
 		return err
 	}
 	if c.IsSet() {
-		return ErrPinAuthInvalid // §6.5.5.5: a PIN is already set
+		return ErrPinAuthInvalid // step 3: a PIN is already set
+	}
+	s, err := decapsulate(p, req)
+	if err != nil {
+		return err
 	}
 	if !p.Verify(s.HMACKey(), req.NewPinEnc, req.PinUvAuthParam) {
 		return ErrPinAuthInvalid
@@ -168,7 +176,7 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	if req.KeyAgreement == nil || req.PinUvAuthParam == nil || req.NewPinEnc == nil || req.PinHashEnc == nil {
 		return ErrMissingParameter
 	}
-	p, s, err := c.sharedSecret(req)
+	p, err := c.Protocol(req.PinUvAuthProtocol)
 	if err != nil {
 		return err
 	}
@@ -176,7 +184,11 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 		return ErrPinNotSet
 	}
 	if c.retries == 0 {
-		return ErrPinBlocked
+		return ErrPinBlocked // step 3, before the key agreement (step 4)
+	}
+	s, err := decapsulate(p, req)
+	if err != nil {
+		return err
 	}
 	msg := append(append([]byte{}, req.NewPinEnc...), req.PinHashEnc...)
 	if !p.Verify(s.HMACKey(), msg, req.PinUvAuthParam) {
@@ -188,6 +200,14 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	pin, err := c.decryptNewPIN(p, s, req.NewPinEnc)
 	if err != nil {
 		return err
+	}
+	if c.policy.ForcePINChange {
+		// Step 13: a forced change needs another PIN. pinHashEnc is the
+		// current PIN's hash: the TPM just accepted it.
+		cur, err := p.Decrypt(s, req.PinHashEnc)
+		if err != nil || bytes.Equal(cur, pinHash(pin)) {
+			return ErrPinPolicyViolation
+		}
 	}
 	if err := c.installPIN(pin); err != nil {
 		return err
@@ -202,11 +222,14 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	return nil
 }
 
-// checkPINHashEnc decrypts pinHashEnc and has the TPM check it.
+// checkPINHashEnc decrypts pinHashEnc and has the TPM check it. A
+// pinHashEnc that does not decrypt to a PIN hash is a mismatch like a wrong
+// PIN: "If an error results, or a mismatch is detected" (§6.5.5.6 step 7,
+// §6.5.5.7.2 step 9), after the retry was spent.
 func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinHashEnc []byte) error {
 	h, err := p.Decrypt(s, pinHashEnc)
-	if err != nil || len(h) != pinHashLen {
-		return ErrInvalidParameter
+	if err != nil {
+		h = nil
 	}
 	err = c.checkPINHash(h)
 	if errors.Is(err, ErrPinInvalid) || errors.Is(err, ErrPinAuthBlocked) || errors.Is(err, ErrPinBlocked) {
@@ -219,49 +242,61 @@ func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinH
 	return err
 }
 
-// tokenRequest reads the permissions and RP ID of a token request
-// (§6.5.5.7 steps 1-3): permissions present, non-zero, defined, and only
-// those of features this authenticator has.
-func (c *clientPIN) tokenRequest(req *ClientPINRequest) (pinuv.Permission, string, error) {
-	if req.Permissions == nil {
-		return 0, "", ErrMissingParameter
+// tokenRequest checks a token request's parameters in the order of
+// §6.5.5.7.2 steps 1-4 (§6.5.5.7.1 and §6.5.5.7.3 alike): every mandatory
+// parameter present (withPermissions: permissions too), the protocol
+// supported, then the permissions non-zero and, undefined ones ignored,
+// only those of features this authenticator has (through built-in UV (uv)
+// acfg too: getInfo says uvAcfg, §6.5.5.7.3 step 4). getPinToken
+// (withPermissions false) takes neither permissions nor rpId and gets mc
+// and ga.
+func (c *clientPIN) tokenRequest(req *ClientPINRequest, withPermissions, uv bool) (pinuv.Protocol, pinuv.Permission, string, error) {
+	if req.PinUvAuthProtocol == nil || req.KeyAgreement == nil || (!uv && req.PinHashEnc == nil) ||
+		(withPermissions && req.Permissions == nil) {
+		return nil, 0, "", ErrMissingParameter
 	}
-	if *req.Permissions == 0 || *req.Permissions > 0xff {
-		return 0, "", ErrInvalidParameter
+	p, err := c.Protocol(req.PinUvAuthProtocol)
+	if err != nil {
+		return nil, 0, "", err
 	}
-	perms := pinuv.Permission(*req.Permissions)
+	if !withPermissions {
+		if req.Permissions != nil || req.RPID != nil {
+			return nil, 0, "", ErrInvalidParameter
+		}
+		return p, pinuv.PermMakeCredential | pinuv.PermGetAssertion, "", nil // what legacy getPinToken grants
+	}
+	if *req.Permissions == 0 {
+		return nil, 0, "", ErrInvalidParameter
+	}
+	// "Undefined permissions present in the permissions parameter are
+	// ignored."
+	perms := pinuv.Permission(*req.Permissions & uint64(pinuv.PermDefined))
 	if perms&^c.supported != 0 {
-		return 0, "", ErrUnauthorizedPermission
+		return nil, 0, "", ErrUnauthorizedPermission
 	}
 	rpID := ""
 	if req.RPID != nil {
 		rpID = *req.RPID
 	}
-	return perms, rpID, nil
+	return p, perms, rpID, nil
 }
 
 // getPinToken is §6.5.5.7 (getPinToken, and with permissions when
 // withPermissions).
 func (c *clientPIN) getPinToken(req *ClientPINRequest, withPermissions bool) (*ClientPINResponse, error) {
-	if req.KeyAgreement == nil || req.PinHashEnc == nil {
-		return nil, ErrMissingParameter
-	}
-	perms := pinuv.PermMakeCredential | pinuv.PermGetAssertion // what legacy getPinToken grants
-	rpID := ""
-	if withPermissions {
-		var err error
-		if perms, rpID, err = c.tokenRequest(req); err != nil {
-			return nil, err
-		}
-	} else if req.Permissions != nil || req.RPID != nil {
-		return nil, ErrInvalidParameter
-	}
-	p, s, err := c.sharedSecret(req)
+	p, perms, rpID, err := c.tokenRequest(req, withPermissions, false)
 	if err != nil {
 		return nil, err
 	}
 	if !c.IsSet() {
 		return nil, ErrPinNotSet
+	}
+	if c.retries == 0 {
+		return nil, ErrPinBlocked // before the key agreement (§6.5.5.7.2 steps 5-6)
+	}
+	s, err := decapsulate(p, req)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
 		return nil, err
@@ -289,14 +324,11 @@ func (c *clientPIN) issueToken(p pinuv.Protocol, s pinuv.SharedSecret, perms pin
 
 // getPinUvAuthTokenUsingUv is §6.5.5.7.3: the token after built-in UV.
 func (c *clientPIN) getPinUvAuthTokenUsingUv(ctx context.Context, tx ctaphid.Transaction, req *ClientPINRequest, soleAccount soleAccountFunc) (*ClientPINResponse, error) {
-	if req.KeyAgreement == nil || req.Permissions == nil {
-		return nil, ErrMissingParameter
-	}
-	perms, rpID, err := c.tokenRequest(req)
+	p, perms, rpID, err := c.tokenRequest(req, true, true)
 	if err != nil {
 		return nil, err
 	}
-	p, s, err := c.sharedSecret(req)
+	s, err := decapsulate(p, req)
 	if err != nil {
 		return nil, err
 	}

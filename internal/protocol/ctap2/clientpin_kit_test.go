@@ -287,10 +287,10 @@ func TestKitPinTokenPermissions(t *testing.T) {
 		"getPinToken with rpId":             {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey, 6: hashEnc, 10: "a.example"}, ErrInvalidParameter},
 		"no permissions":                    {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc}, ErrMissingParameter},
 		"permissions 0":                     {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0}, ErrInvalidParameter},
-		"permissions 0x100":                 {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0x100}, ErrInvalidParameter},
+		"permissions 0x100 | be":            {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: 0x100 | int(pinuv.PermBioEnrollment)}, ErrUnauthorizedPermission},
 		"bio enrollment (be) not supported": {map[int]any{1: 2, 2: pinGetPinUvAuthTokenUsingPinWithPermissions, 3: s.PublicKey, 6: hashEnc, 9: int(pinuv.PermBioEnrollment)}, ErrUnauthorizedPermission},
 		"no pinHashEnc":                     {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey}, ErrMissingParameter},
-		"pinHashEnc of 32 bytes":            {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey, 6: s.MustEncrypt(t, make([]byte, 32))}, ErrInvalidParameter},
+		"pinHashEnc of 32 bytes":            {map[int]any{1: 2, 2: pinGetPinToken, 3: s.PublicKey, 6: s.MustEncrypt(t, make([]byte, 32))}, ErrPinInvalid},
 		"no keyAgreement":                   {map[int]any{1: 2, 2: pinGetPinToken, 6: hashEnc}, ErrMissingParameter},
 		"no subcommand":                     {map[int]any{1: 2}, ErrMissingParameter},
 		"subcommand 0x08":                   {map[int]any{1: 2, 2: 8}, ErrInvalidSubcommand},
@@ -305,9 +305,11 @@ func TestKitPinTokenPermissions(t *testing.T) {
 			t.Errorf("%s: %x, want %02x", name, got, byte(tc.want))
 		}
 	}
-	// No PIN was spent on any of those (§6.5.5.7: parameters first); the
-	// one 32-byte pinHashEnc was refused before the TPM saw it.
-	wantRetries(t, c, maxPINRetries, false)
+	// No PIN was spent on any of those (§6.5.5.7: parameters first) but
+	// the 32-byte pinHashEnc: "If an error results, or a mismatch is
+	// detected" after the decrement (§6.5.5.7.1), a PIN_INVALID that the
+	// TPM need not judge.
+	wantRetries(t, c, maxPINRetries-1, false)
 
 	for _, version := range []int{1, 2} {
 		c := ctaptest.NewClient(e.a, version)

@@ -234,6 +234,12 @@ func (a *Authenticator) cmNextRP() ([]byte, error) {
 // finds the RP ID (stopping at the first match); the RP's index then
 // reads its credentials alone.
 func (a *Authenticator) cmCredentialsBegin(rpIDHash []byte) ([]byte, error) {
+	// A token bound to another RP is refused before the lookup, which
+	// would tell it whether this RP has credentials (§6.8.4: the RP ID
+	// check precedes NO_CREDENTIALS).
+	if !a.pin.PermitsRPIDHash(rpIDHash) {
+		return nil, ErrPinAuthInvalid
+	}
 	rpID, found := "", false
 	err := a.eachCredential(func(c *keystore.Credential) error {
 		if h := sha256.Sum256([]byte(c.RPID)); bytes.Equal(h[:], rpIDHash) {

@@ -85,6 +85,9 @@ func (a *Authenticator) getAssertion(ctx context.Context, tx ctaphid.Transaction
 	s := &getAssertionState{a: a, ctx: ctx, tx: tx}
 	if err := runSteps(
 		func() error { return s.parse(params) },
+		func() error {
+			return a.pinUvAuthParamSteps(ctx, tx, s.rpID, s.req.PinUvAuthParam, s.req.PinUvAuthProtocol)
+		},
 		s.validate,
 		s.readDiscoverable,
 		s.authorize,
@@ -193,7 +196,7 @@ func (s *getAssertionState) readDiscoverable() error {
 	return nil
 }
 
-// authorize is steps 1-2 and 5-6: PIN/UV, decided by the PIN/UV
+// authorize is steps 5-6: PIN/UV, decided by the PIN/UV
 // authority.
 func (s *getAssertionState) authorize() error {
 	var err error
@@ -268,7 +271,9 @@ func (s *getAssertionState) collectPresence() error {
 		s.selected = one && name != ""
 	}
 	if s.up {
-		a.consumeToken(s.auth, false)
+		// Step 9.4: clearUserPresentFlag(), clearUserVerifiedFlag() and
+		// clearPinUvAuthTokenPermissionsExceptLbw(), as in makeCredential.
+		a.consumeToken(s.auth, true)
 	}
 	if _, approveAll := a.prompter.(prompt.ApproveAll); approveAll {
 		s.selected = false // it asks nobody: nothing was chosen
@@ -321,6 +326,7 @@ func (a *Authenticator) getNextAssertion(channel uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.expires = a.now().Add(nextAssertionTimeout) // step 7: reset the timer
 	return marshal(resp)
 }
 

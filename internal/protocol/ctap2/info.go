@@ -86,6 +86,9 @@ func (a *Authenticator) getInfo() ([]byte, error) {
 		// Built-in UV is the device PIN typed into the prompt, or the
 		// system's verification (no PIN needed).
 		options["uv"] = a.pin.UVConfigured()
+		// A token from built-in UV may carry acfg (§6.5.5.7.3 step 4
+		// allows it only when uvAcfg is true).
+		options["uvAcfg"] = true
 		info.PreferredPlatformUvAttempts = 1
 		info.UVModality = uvModalityPasscodeInternal
 		if a.pin.SystemUV() {

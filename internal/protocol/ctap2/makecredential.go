@@ -34,6 +34,9 @@ func (a *Authenticator) makeCredential(ctx context.Context, tx ctaphid.Transacti
 	s := &makeCredentialState{a: a, ctx: ctx, tx: tx}
 	if err := runSteps(
 		func() error { return s.parse(params) },
+		func() error {
+			return a.pinUvAuthParamSteps(ctx, tx, s.rpID, s.req.PinUvAuthParam, s.req.PinUvAuthProtocol)
+		},
 		s.validate,
 		s.authorize,
 		s.checkExcludeList,
@@ -145,7 +148,7 @@ func (s *makeCredentialState) validate() error {
 	return nil
 }
 
-// authorize is steps 1-2, 5-6, 9-11: PIN/UV, decided by the PIN/UV
+// authorize is steps 5-6, 9-11: PIN/UV, decided by the PIN/UV
 // authority. makeCredUvNotRqd: a protected authenticator still makes
 // non-discoverable credentials without UV.
 func (s *makeCredentialState) authorize() error {

@@ -31,12 +31,11 @@ type authRequest struct {
 }
 
 // authorize runs the PIN/UV steps shared by makeCredential (CTAP 2.1
-// §6.1.2 steps 1-2, 5-6, 9-11) and getAssertion (§6.2.2 steps 1-2, 5-6);
+// §6.1.2 steps 5-6, 9-11) and getAssertion (§6.2.2 steps 5-6), after
+// pinUvAuthParamSteps (steps 1-2);
 // every decision in them is the PIN/UV authority's.
 func (a *Authenticator) authorize(ctx context.Context, tx ctaphid.Transaction, r authRequest) (userAuth, error) {
 	switch {
-	case r.pinUvAuthParam != nil && len(r.pinUvAuthParam) == 0:
-		return userAuth{}, a.probePIN(ctx, tx, r.rpID)
 	case r.pinUvAuthParam != nil:
 		// Steps 2 and 11 (§6.1.2), 2 and 6 (§6.2.2): the token. With one,
 		// the uv option is ignored.
@@ -55,12 +54,30 @@ func (a *Authenticator) authorize(ctx context.Context, tx ctaphid.Transaction, r
 	return userAuth{up: true, uv: true}, nil
 }
 
+// pinUvAuthParamSteps is steps 1-2 of makeCredential (§6.1.2) and
+// getAssertion (§6.2.2), which come before the algorithm and the options:
+// a zero-length pinUvAuthParam is a PIN probe, and a pinUvAuthParam needs
+// a supported pinUvAuthProtocol (absent: MISSING_PARAMETER, unsupported:
+// INVALID_PARAMETER).
+func (a *Authenticator) pinUvAuthParamSteps(ctx context.Context, tx ctaphid.Transaction, rpID string, param []byte, protocol *uint64) error {
+	switch {
+	case param == nil:
+		return nil
+	case len(param) == 0:
+		return a.probePIN(ctx, tx, rpID)
+	}
+	_, err := a.pin.Protocol(protocol)
+	return err
+}
+
 // probePIN is step 1 (§6.1.2, §6.2.2): a zero-length pinUvAuthParam asks
 // "is a PIN set?" after a touch (platforms use it to pick an
-// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not.
+// authenticator): PIN_INVALID if one is, PIN_NOT_SET if not. Declined or
+// timed out is OPERATION_DENIED (step 1.2); CTAPHID_CANCEL stays
+// KEEPALIVE_CANCEL (§11.2.9.1.5).
 func (a *Authenticator) probePIN(ctx context.Context, tx ctaphid.Transaction, rpID string) error {
 	if err := a.userPresence(ctx, tx, prompt.Request{Operation: prompt.OpSelect, RPID: rpID}); err != nil {
-		if err == ErrKeepaliveCancel || err == ErrUserActionTimeout {
+		if err == ErrKeepaliveCancel {
 			return err
 		}
 		return ErrOperationDenied

@@ -9,8 +9,8 @@ import (
 // TestKitUVOptionAndAlwaysUv: the uv option and alwaysUv without a
 // pinUvAuthParam (CTAP 2.1 §6.1.2 steps 5-6, §6.2.2 steps 5-6, §7.2.2
 // alwaysUv) with built-in UV (the device PIN typed into the prompt):
-// uv=true before a PIN exists is OPERATION_DENIED (0x27: built-in UV not
-// configured); with a PIN it verifies at the prompt and sets UV; under
+// uv=true before a PIN exists is INVALID_OPTION (0x2C: built-in UV "has
+// not yet been enabled", §6.1.2 step 5.3.2); with a PIN it verifies at the prompt and sets UV; under
 // alwaysUv a request without uv verifies the same way, and without
 // built-in UV it needs a token (PUAT_REQUIRED, 0x36).
 func TestKitUVOptionAndAlwaysUv(t *testing.T) {
@@ -23,8 +23,8 @@ func TestKitUVOptionAndAlwaysUv(t *testing.T) {
 		}
 		return m
 	}
-	if st, _ := e.call(t, CmdMakeCredential, mc(map[string]any{"uv": true})); st != ErrOperationDenied {
-		t.Errorf("uv=true without a PIN: %v, want OPERATION_DENIED (0x27)", st)
+	if st, _ := e.call(t, CmdMakeCredential, mc(map[string]any{"uv": true})); st != ErrInvalidOption {
+		t.Errorf("uv=true without a PIN: %v, want INVALID_OPTION (0x2C)", st)
 	}
 	if st := c.SetPIN(t, p.pin); st != ctaptest.StatusOK {
 		t.Fatal(Status(st))

@@ -21,9 +21,9 @@ const (
 	PermLargeBlobWrite       Permission = 0x10 // lbw
 	PermAuthenticatorConfig  Permission = 0x20 // acfg
 
-	// permDefined is every permission CTAP 2.1 defines; Begin drops others
+	// PermDefined is every permission CTAP 2.1 defines; Begin drops others
 	// ("ignoring any undefined permissions", §6.5.5.7).
-	permDefined = PermMakeCredential | PermGetAssertion | PermCredentialManagement |
+	PermDefined = PermMakeCredential | PermGetAssertion | PermCredentialManagement |
 		PermBioEnrollment | PermLargeBlobWrite | PermAuthenticatorConfig
 )
 
@@ -130,7 +130,7 @@ func (t *Token) Begin(userIsPresent bool, permissions Permission, rpID string) {
 	t.start = t.clock()
 	t.used = false
 	t.inUse = true
-	t.permissions = permissions & permDefined
+	t.permissions = permissions & PermDefined
 	t.rpID = rpID
 }
 
