@@ -251,11 +251,20 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	var dev reportDevice
-	if tracker == nil {
+	switch {
+	case tracker == nil:
 		if dev, err = open(); err != nil {
 			return err
 		}
 		defer dev.Close()
+	case isUHID(o.transport):
+		// Seat mode creates the device only when a user is active: a
+		// machine without /dev/uhid (or without the permission) would
+		// otherwise run with a key that never appears, saying so only
+		// at each login. Stop here with the line owner mode gives.
+		if err := uhid.Probe(strings.TrimPrefix(strings.TrimPrefix(o.transport, "uhid"), ":")); err != nil {
+			return err
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/session"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
 func TestServeRefusesBadConfiguration(t *testing.T) {
@@ -91,5 +94,30 @@ func TestPolkitAgentDegrades(t *testing.T) {
 	}
 	if _, err := parsePrompt(serveOptions{prompt: "polkit"}, log, nil); err == nil {
 		t.Error("polkit alone without a bus started")
+	}
+}
+
+// TestSeatModeNeedsUHID: seat mode without /dev/uhid stops at start with
+// uhid's one line, as owner mode does, instead of running with a key that
+// can never be plugged in (and saying so only at each login).
+func TestSeatModeNeedsUHID(t *testing.T) {
+	bus := dbustest.Start(t)
+	dbustest.StartLogind(bus)
+	old := newTracker
+	newTracker = func(ctx context.Context, o session.Options) (*session.Tracker, error) {
+		o.Address = bus.Addr
+		return session.New(ctx, o)
+	}
+	t.Cleanup(func() { newTracker = old })
+	missing := filepath.Join(t.TempDir(), "uhid")
+	for _, users := range []string{"seat", "auto"} {
+		ctx, cancel := context.WithTimeout(context.Background(), dbustest.Wait)
+		err := serve(ctx, serveOptions{stateDir: t.TempDir(), tpmSpec: "sim", transport: "uhid:" + missing,
+			users: users, prompt: "deny", logLevel: "error"})
+		cancel()
+		want := "open " + missing + ": no such file or directory: load the uhid kernel module"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("users = %s without the uhid node: err = %v, want one line containing %q", users, err, want)
+		}
 	}
 }
