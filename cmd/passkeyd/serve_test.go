@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/daemon/session"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
@@ -118,6 +120,35 @@ func TestSeatModeNeedsUHID(t *testing.T) {
 		want := "open " + missing + ": no such file or directory: load the uhid kernel module"
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("users = %s without the uhid node: err = %v, want one line containing %q", users, err, want)
+		}
+	}
+}
+
+// TestServeHelp: every flag's help shows its value type (pflag takes the
+// first `quoted` word of a usage as the value's name, which printed
+// "--attestation passkeyctl attestation ca"), and --owner says what it
+// means in each mode, since seat mode is the default.
+func TestServeHelp(t *testing.T) {
+	cmd := newRootCommand()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"serve", "--help"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	serve, _, err := cmd.Find([]string{"serve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve.Flags().VisitAll(func(f *pflag.Flag) {
+		if name, _ := pflag.UnquoteUsage(f); name != f.Value.Type() && f.Value.Type() != "bool" {
+			t.Errorf("--%s shows its value as %q, not %q: a `quoted` word in its usage", f.Name, name, f.Value.Type())
+		}
+	})
+	for _, want := range []string{"--attestation string", "owner mode (see --users): the user", "Seat mode: the user whose passkeys are the device's own namespace"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("serve --help lacks %q:\n%s", want, help)
 		}
 	}
 }
