@@ -312,7 +312,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		if tracker != nil {
 			// Each user manages their own passkeys; what prompts is
 			// the active user's only, since prompts go to their session.
-			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.active
+			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.identity
 		}
 		svc.Register(csrv, privileged)
 		if hasAgent {
@@ -388,6 +388,13 @@ func (w *seatState) active() (uid uint32, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.st.UID, w.st.Active
+}
+
+// identity is the served user as logind names them.
+func (w *seatState) identity() (users.Identity, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return users.Identity{UID: w.st.UID, Name: w.st.UserName}, w.st.Active
 }
 
 func (w *seatState) isActive(uid uint32) bool {
