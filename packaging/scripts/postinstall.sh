@@ -126,7 +126,7 @@ seat:*)
 		owner=unknown # not running: seat or owner mode is the daemon's to decide
 	fi
 	if [ -z "$owner" ]; then
-		say "no owner set: nobody can answer its prompts. As root, set owner = \"YOUR_USER_NAME\""
+		say "no owner set: no user's prompt agent is admitted. As root, set owner = \"YOUR_USER_NAME\""
 		say "in /etc/passkeyd/passkeyd.conf, then: systemctl restart passkeyd"
 	fi
 	;;

@@ -254,7 +254,7 @@ func TestPostinstOwnerMode(t *testing.T) {
 			}
 			f.answer("passkeyctl", "info", fmt.Sprintf(infoOwner, tc.owner, tc.source), 0)
 			out, errs, _ := f.run("postinstall.sh", "configure")
-			if got := strings.Contains(out, `passkeyd: no owner set: nobody can answer its prompts. As root, set owner = "YOUR_USER_NAME"`); got != tc.advice {
+			if got := strings.Contains(out, `passkeyd: no owner set: no user's prompt agent is admitted. As root, set owner = "YOUR_USER_NAME"`); got != tc.advice {
 				t.Errorf("owner %s: advice %v, want %v; stdout %q", tc.owner, got, tc.advice, out)
 			}
 			if errs != "" {
