@@ -87,7 +87,13 @@ func (f *fakeSystem) answer(name, verb, out string, rc int) {
 func (f *fakeSystem) run(script string, args ...string) (stdout, stderr string, calls []string) {
 	f.t.Helper()
 	os.Remove(f.log)
-	cmd := exec.Command("bash", append([]string{filepath.Join(repoRoot(f.t), "packaging/scripts", script)}, args...)...)
+	// dpkg runs the script by its #!/bin/bash; rpm (numeric arguments)
+	// passes it to /bin/sh, which is bash in POSIX mode on Fedora and RHEL.
+	shell := []string{"bash"}
+	if len(args) > 0 && args[0] != "" && strings.Trim(args[0], "0123456789") == "" {
+		shell = []string{"bash", "--posix"}
+	}
+	cmd := exec.Command(shell[0], append(append(shell[1:], filepath.Join(repoRoot(f.t), "packaging/scripts", script)), args...)...)
 	cmd.Env = []string{"PATH=" + f.stubs + ":/usr/bin:/bin", "DPKG_ROOT=" + f.root, "LC_ALL=C"}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
