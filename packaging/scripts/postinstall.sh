@@ -87,8 +87,10 @@ esac
 #
 # The unit is Type=exec: `systemctl start` succeeds as soon as the binary
 # runs, also when the daemon then exits at once (no TPM, no /dev/uhid, a
-# bad passkeyd.conf) and systemd retries it. A daemon that does not answer
-# within 10 s is reported here with the line it exited with.
+# bad passkeyd.conf) and systemd retries it (the unit is then "activating",
+# or "failed" once it gives up). A daemon that does not answer within 10 s
+# and is not running is reported here with the line it exited with; one
+# that runs but is not answering yet (a slow TPM's first start) is not.
 info=
 daemon_info() {
 	local i out
@@ -105,9 +107,13 @@ daemon_info() {
 if [ $started = yes ]; then
 	if ! info=$(daemon_info); then
 		info=
-		why=$(journalctl -u passkeyd.service --since "@$since" -o cat --no-pager 2>/dev/null | grep '^passkeyd: ' | tail -1) || why=
-		warn "passkeyd is not running${why:+: ${why#passkeyd: }}"
-		warn "'systemctl status passkeyd' and 'journalctl -u passkeyd' say more; after fixing it: systemctl restart passkeyd"
+		if systemctl -q is-active passkeyd.service; then
+			say "passkeyd is still starting; 'passkeyctl info' shows whose passkeys it serves"
+		else
+			why=$(journalctl -u passkeyd.service --since "@$since" -o cat --no-pager 2>/dev/null | grep '^passkeyd: ' | tail -1) || why=
+			warn "passkeyd is not running${why:+: ${why#passkeyd: }}"
+			warn "'systemctl status passkeyd' and 'journalctl -u passkeyd' say more; after fixing it: systemctl restart passkeyd"
+		fi
 	fi
 fi
 users=$(sed -n 's/^Users:[[:space:]]*//p' <<<"$info")
