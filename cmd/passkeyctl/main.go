@@ -70,6 +70,14 @@ func newRootCommand() *cobra.Command {
 socket, like Settings > Accounts > Passkeys on Windows: list and filter them,
 delete them, set the PIN, reset, and run the prompt agent of your session.
 
+Whose passkeys: in seat mode (passkeyd's default where logind runs) each
+user has their own, and every command acts on yours: the passkeys the key
+holds while you are the user at the seat. delete, pin and reset need you
+to be that user, since their confirmation appears in the active session.
+In owner mode there is one set, the owner's, which only root and the owner
+reach. As root, --user NAME names a user's passkeys (list, export, reset).
+"passkeyctl info" shows the mode.
+
 Every command first checks who serves the control socket: root, you, the
 system user "passkeyd" when that account exists, or the user given to
 --daemon-user. A socket served by anyone else could be phishing for the PIN:

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 )
 
@@ -48,6 +51,36 @@ func TestLockoutLine(t *testing.T) {
 			if !strings.Contains(got, w) {
 				t.Errorf("lockoutLine(%+v) = %q, want %q in it", c.l, got, w)
 			}
+		}
+	}
+}
+
+// TestHelpTexts: every flag of every command shows its value type (pflag
+// takes a `quoted` word of a usage as the value's name), and the overview
+// says whose passkeys the commands act on in seat mode, the default.
+func TestHelpTexts(t *testing.T) {
+	root := newRootCommand()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); f.Value.Type() != "bool" && name != f.Value.Type() {
+				t.Errorf("%s --%s shows its value as %q, not %q", c.CommandPath(), f.Name, name, f.Value.Type())
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"in seat mode", "every command acts on yours", "In owner mode there is one set"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("passkeyctl --help lacks %q:\n%s", want, out.String())
 		}
 	}
 }

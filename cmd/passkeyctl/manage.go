@@ -168,7 +168,7 @@ func newListCommand(g *globalOptions) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the passkeys stored on this machine",
+		Short: "List your passkeys stored on this machine (as root: --user)",
 		Example: `  passkeyctl list
   passkeyctl list --filter github
   passkeyctl list --rp example.com --sort used

@@ -124,9 +124,9 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&o.prompt, "prompt", d.Prompt, "how to ask for user presence and the PIN: agent (passkeyctl agent in the active user's session, the owner's in owner mode, through the control socket), pinentry (run pinentry directly: the daemon runs in a user session), polkit (the desktop's polkit dialog: the session's password or fingerprint verifies the user, no PIN), polkit+agent (polkit verifies, the agent asks for presence and for the PIN when polkit has no agent), deny (nobody to ask: refuse), approve-all (tests only: grants everything, never gives a PIN)")
 	f.StringVar(&o.pinentry, "pinentry", d.Pinentry, "pinentry program for --prompt pinentry (default: pinentry on PATH)")
 	f.StringVar(&o.control, "control", d.Control, "control socket for passkeyctl and the prompt agent; empty disables it")
-	f.StringVar(&o.owner, "owner", d.Owner, "user (name or uid) this device serves: may connect a prompt agent and manage passkeys; default none (root only)")
+	f.StringVar(&o.owner, "owner", d.Owner, "owner mode (see --users): the user (name or uid) whose passkeys the key serves, who may connect the prompt agent and manage them; none (the default): only root. Seat mode: the user whose passkeys are the device's own namespace; each other user gets one of their own")
 	f.StringVar(&o.users, "users", d.Users, "whose passkeys the key serves: seat (the user of the active session on seat0, followed live; needs logind), owner (one set of passkeys, the owner's), auto (seat when logind is on the system bus and the transport is uhid, else owner)")
-	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model; for RP IDs no web page can use, such as pam-u2f's pam://, with a certificate of that key issued by itself, which pamu2fcfg 1.1.0 requires), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that `passkeyctl attestation ca` exports)")
+	f.StringVar(&o.attestation, "attestation", d.Attestation, "makeCredential's attestation: self (packed, signed by the new key: identifies nothing beyond the model; for RP IDs no web page can use, such as pam-u2f's pam://, with a certificate of that key issued by itself, which pamu2fcfg 1.1.0 requires), none, or tpm (a TPM attestation key certifies the new key; its certificate is issued by a local CA that \"passkeyctl attestation ca\" exports)")
 	f.StringVar(&o.logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	// Until the session tracker selects the user of the seat, a fixed
 	// selection: the USB key serves this user's namespace (created on
@@ -251,11 +251,20 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	var dev reportDevice
-	if tracker == nil {
+	switch {
+	case tracker == nil:
 		if dev, err = open(); err != nil {
 			return err
 		}
 		defer dev.Close()
+	case isUHID(o.transport):
+		// Seat mode creates the device only when a user is active: a
+		// machine without /dev/uhid (or without the permission) would
+		// otherwise run with a key that never appears, saying so only
+		// at each login. Stop here with the line owner mode gives.
+		if err := uhid.Probe(strings.TrimPrefix(strings.TrimPrefix(o.transport, "uhid"), ":")); err != nil {
+			return err
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -303,7 +312,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		if tracker != nil {
 			// Each user manages their own passkeys; what prompts is
 			// the active user's only, since prompts go to their session.
-			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.active
+			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.identity
 		}
 		svc.Register(csrv, privileged)
 		if hasAgent {
@@ -379,6 +388,13 @@ func (w *seatState) active() (uid uint32, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.st.UID, w.st.Active
+}
+
+// identity is the served user as logind names them.
+func (w *seatState) identity() (users.Identity, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return users.Identity{UID: w.st.UID, Name: w.st.UserName}, w.st.Active
 }
 
 func (w *seatState) isActive(uid uint32) bool {

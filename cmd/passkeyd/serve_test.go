@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/session"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
+	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
 func TestServeRefusesBadConfiguration(t *testing.T) {
@@ -91,5 +96,59 @@ func TestPolkitAgentDegrades(t *testing.T) {
 	}
 	if _, err := parsePrompt(serveOptions{prompt: "polkit"}, log, nil); err == nil {
 		t.Error("polkit alone without a bus started")
+	}
+}
+
+// TestSeatModeNeedsUHID: seat mode without /dev/uhid stops at start with
+// uhid's one line, as owner mode does, instead of running with a key that
+// can never be plugged in (and saying so only at each login).
+func TestSeatModeNeedsUHID(t *testing.T) {
+	bus := dbustest.Start(t)
+	dbustest.StartLogind(bus)
+	old := newTracker
+	newTracker = func(ctx context.Context, o session.Options) (*session.Tracker, error) {
+		o.Address = bus.Addr
+		return session.New(ctx, o)
+	}
+	t.Cleanup(func() { newTracker = old })
+	missing := filepath.Join(t.TempDir(), "uhid")
+	for _, users := range []string{"seat", "auto"} {
+		ctx, cancel := context.WithTimeout(context.Background(), dbustest.Wait)
+		err := serve(ctx, serveOptions{stateDir: t.TempDir(), tpmSpec: "sim", transport: "uhid:" + missing,
+			users: users, prompt: "deny", logLevel: "error"})
+		cancel()
+		want := "open " + missing + ": no such file or directory: load the uhid kernel module"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("users = %s without the uhid node: err = %v, want one line containing %q", users, err, want)
+		}
+	}
+}
+
+// TestServeHelp: every flag's help shows its value type (pflag takes the
+// first `quoted` word of a usage as the value's name, which printed
+// "--attestation passkeyctl attestation ca"), and --owner says what it
+// means in each mode, since seat mode is the default.
+func TestServeHelp(t *testing.T) {
+	cmd := newRootCommand()
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"serve", "--help"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	serve, _, err := cmd.Find([]string{"serve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve.Flags().VisitAll(func(f *pflag.Flag) {
+		if name, _ := pflag.UnquoteUsage(f); name != f.Value.Type() && f.Value.Type() != "bool" {
+			t.Errorf("--%s shows its value as %q, not %q: a `quoted` word in its usage", f.Name, name, f.Value.Type())
+		}
+	})
+	for _, want := range []string{"--attestation string", "owner mode (see --users): the user", "Seat mode: the user whose passkeys are the device's own namespace"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("serve --help lacks %q:\n%s", want, help)
+		}
 	}
 }

@@ -8,14 +8,15 @@
 # nothing could bring the passkeys back. Purge removes the configuration
 # file (dpkg does that for the conffile) and says what the one command that
 # deletes the passkeys would delete. The passkeyd user and its group stay
-# as well.
+# as well. DPKG_ROOT: as in postinstall.sh.
 set -euo pipefail
 
-state=/var/lib/passkeyd
+root=${DPKG_ROOT:-}
+state=$root/var/lib/passkeyd
 
 case "${1:-}" in
 remove | purge | 0)
-	if [ -d /run/systemd/system ]; then
+	if [ -d "$root/run/systemd/system" ]; then
 		systemctl daemon-reload || true
 		udevadm control --reload || true
 	fi
@@ -24,7 +25,9 @@ remove | purge | 0)
 		if [ "$1" = purge ]; then
 			n=$(find "$state" -mindepth 1 | wc -l)
 			echo "passkeyd: purge does not delete them. 'rm -rf $state' would delete these $n entries, every passkey for good:"
-			find "$state" -mindepth 1 -maxdepth 2 | sed 's/^/passkeyd:   /' | head -20
+			# head stops reading after 20 lines: find and sed may then die
+			# of SIGPIPE, which pipefail would turn into a failed purge.
+			find "$state" -mindepth 1 -maxdepth 2 | sed 's/^/passkeyd:   /' | head -20 || true
 		else
 			echo "passkeyd: reinstalling passkeyd brings them back; purge keeps them too."
 		fi

@@ -5,16 +5,19 @@
 #
 # Removal: stop the service, disable it and the prompt agent. An upgrade
 # stops nothing: the new package's postinst restarts the service once.
-# The passkeys in /var/lib/passkeyd are never touched.
+# The passkeys in /var/lib/passkeyd are never touched. DPKG_ROOT: as in
+# postinstall.sh.
 set -euo pipefail
+
+root=${DPKG_ROOT:-}
 
 case "${1:-}" in
 remove | 0)
-	if [ -d /run/systemd/system ]; then
+	if [ -d "$root/run/systemd/system" ]; then
 		systemctl stop passkeyd.service || true
 	fi
-	systemctl disable passkeyd.service || true
-	systemctl --global disable passkeyctl-agent.service || true
+	systemctl disable passkeyd.service ${root:+--root="$root"} || true
+	systemctl --global disable passkeyctl-agent.service ${root:+--root="$root"} || true
 	;;
 *) ;;
 esac

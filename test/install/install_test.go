@@ -97,6 +97,14 @@ func TestInstallUninstall(t *testing.T) {
 			destdir := t.TempDir()
 			out := run(t, root, "make", "install", "DESTDIR="+destdir, "PREFIX="+prefix)
 			t.Logf("make install PREFIX=%s:\n%s", prefix, out)
+			// The default (users = "auto") is seat mode on a desktop:
+			// nobody needs an owner there, so the steps must not ask
+			// for one unconditionally.
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, "owner") && !strings.Contains(line, "no logind") {
+					t.Errorf("make install's steps ask for an owner outside owner mode: %q", line)
+				}
+			}
 
 			want := map[string]fs.FileMode{
 				prefix + "/bin/passkeyd":                              0o755,

@@ -45,12 +45,13 @@ type Service struct {
 	PerUser bool
 	// Mode is mgmtapi.ModeSeat or ModeOwner, for info.
 	Mode string
-	// Seat, in seat mode, is the user the key serves now (ok false:
-	// nobody). With it, info, delete, pin set and reset act on the
-	// caller's own namespace (root's on Auth, as before), and delete,
-	// pin set and reset are for the active user only: their presence and
-	// PIN prompts go to the active session, nobody else's.
-	Seat func() (uid uint32, active bool)
+	// Seat, in seat mode, is the user the key serves now, uid and
+	// logind's name for it (ok false: nobody). With it, info, delete, pin
+	// set and reset act on the caller's own namespace (root's on Auth, as
+	// before), and delete, pin set and reset are for the active user
+	// only: their presence and PIN prompts go to the active session,
+	// nobody else's.
+	Seat func() (who users.Identity, active bool)
 }
 
 // errNotActive refuses a change from a user who is not at the seat.
@@ -63,7 +64,7 @@ func (s Service) changeTarget(peer control.Peer) (*ctap2.Authenticator, error) {
 	if s.Seat == nil || peer.UID == 0 {
 		return s.Auth, nil
 	}
-	if uid, ok := s.Seat(); !ok || uid != peer.UID {
+	if who, ok := s.Seat(); !ok || who.UID != peer.UID {
 		return nil, errNotActive
 	}
 	a, _, ok, err := s.target(peer, mgmtapi.UserArgs{})
@@ -83,6 +84,25 @@ var (
 	lookupUID  = user.LookupId
 )
 
+// caller is the account of a peer acting on its own namespace. The active
+// user's is the one the key serves, with the name logind gave: the
+// namespace the key opened, and no user database needed. The package's
+// static build reads only /etc/passwd, where sssd, LDAP and systemd-homed
+// accounts are not, so their owners could otherwise not reach their own
+// passkeys. Anyone else comes from the user database.
+func (s Service) caller(peer control.Peer) (users.Identity, error) {
+	if s.Seat != nil {
+		if who, ok := s.Seat(); ok && who.UID == peer.UID && who.Name != "" {
+			return who, nil
+		}
+	}
+	u, err := lookupUID(strconv.FormatUint(uint64(peer.UID), 10))
+	if err != nil {
+		return users.Identity{}, fmt.Errorf("%w: uid %d has no account name", ctap2.ErrManagementDenied, peer.UID)
+	}
+	return users.Identity{UID: peer.UID, Name: u.Username}, nil
+}
+
 // errNotRoot refuses a non-root caller that names a user.
 var errNotRoot = fmt.Errorf("%w: only root may name a user (--user)", ctap2.ErrManagementDenied)
 
@@ -94,11 +114,10 @@ func (s Service) target(peer control.Peer, args mgmtapi.UserArgs) (auth *ctap2.A
 		if !s.PerUser || peer.UID == 0 || s.Users == nil {
 			return s.Auth, users.Identity{}, true, nil
 		}
-		u, err := lookupUID(strconv.FormatUint(uint64(peer.UID), 10))
+		id, err = s.caller(peer)
 		if err != nil {
-			return nil, id, false, fmt.Errorf("%w: uid %d has no account name", ctap2.ErrManagementDenied, peer.UID)
+			return nil, id, false, err
 		}
-		id = users.Identity{UID: peer.UID, Name: u.Username}
 	} else {
 		if peer.UID != 0 {
 			return nil, id, false, errNotRoot
@@ -252,10 +271,10 @@ func (s Service) info(p control.Peer) (mgmtapi.Info, error) {
 		out.Mode = mgmtapi.ModeOwner
 	}
 	if s.Seat != nil {
-		if uid, ok := s.Seat(); ok {
-			out.Serving = fmt.Sprintf("uid %d", uid)
-			if u, err := lookupUID(strconv.FormatUint(uint64(uid), 10)); err == nil {
-				out.Serving = fmt.Sprintf("%s (uid %d)", u.Username, uid)
+		if who, ok := s.Seat(); ok {
+			out.Serving = fmt.Sprintf("uid %d", who.UID)
+			if who.Name != "" {
+				out.Serving = fmt.Sprintf("%s (uid %d)", who.Name, who.UID)
 			}
 		}
 	}

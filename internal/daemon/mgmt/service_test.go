@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
 	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
+	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/protocol/ctap2"
 	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
@@ -146,5 +148,50 @@ func TestListStreamRefusal(t *testing.T) {
 	var ce *control.Error
 	if !errors.As(err, &ce) || ce.Code != control.CodeFailed {
 		t.Fatalf("list on a sealed store: %v, want a failed reply", err)
+	}
+}
+
+// TestSeatCallerWithoutPasswdEntry: in seat mode the active user reaches
+// their own namespace (info, list, changes) by the identity the key
+// serves, logind's, even when the user database does not know the uid:
+// the package's static build reads /etc/passwd only, where sssd, LDAP
+// and systemd-homed accounts are not. Another uid still needs an entry.
+func TestSeatCallerWithoutPasswdEntry(t *testing.T) {
+	dir := t.TempDir()
+	st, err := keystore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	u, err := users.Open(users.Config{StateDir: dir, Device: st, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	carol := users.Identity{UID: 4242, Name: "carol"}
+	served, err := u.Activate(carol.UID, carol.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := lookupUID
+	lookupUID = func(uid string) (*user.User, error) { return nil, user.UnknownUserIdError(4242) }
+	t.Cleanup(func() { lookupUID = old })
+
+	s := Service{Auth: u.Default(), Users: u, PerUser: true, Mode: mgmtapi.ModeSeat,
+		Seat: func() (users.Identity, bool) { return carol, true }}
+	a, id, ok, err := s.target(control.Peer{UID: carol.UID}, mgmtapi.UserArgs{})
+	if err != nil || !ok || a != served || id != carol {
+		t.Fatalf("the active user's own namespace: %v, %v, %v (same as served: %v); want carol's", id, ok, err, a == served)
+	}
+	if a, err := s.changeTarget(control.Peer{UID: carol.UID}); err != nil || a != served {
+		t.Fatalf("changes by the active user: %v", err)
+	}
+	in, err := s.info(control.Peer{UID: carol.UID})
+	if err != nil || in.Serving != "carol (uid 4242)" {
+		t.Fatalf("info: %+v, %v", in.Serving, err)
+	}
+	// Another uid, unknown to the user database, is refused with a reason.
+	if _, _, _, err := s.target(control.Peer{UID: 4243}, mgmtapi.UserArgs{}); !errors.Is(err, ctap2.ErrManagementDenied) {
+		t.Fatalf("an unknown inactive uid: %v, want ErrManagementDenied", err)
 	}
 }

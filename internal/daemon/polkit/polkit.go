@@ -116,12 +116,18 @@ func (b *Backend) log() *slog.Logger {
 
 // Details are what the action's message shows ($(rp), $(operation)) and
 // what a polkit rule may look at; "user" is the account, possibly empty.
+// The RP ID and the account come from the client, unchecked over raw HID:
+// they go into the system's own authentication dialog only as the agent's
+// prompts show them (prompt.Display), so a hostile client cannot add lines
+// to it, reorder it with bidirectional overrides or push the rest off the
+// screen. A real RP ID (a DNS name) passes unchanged.
 func Details(req prompt.Request) map[string]string {
-	rp := req.RPID
+	rp := prompt.Display(req.RPID, prompt.DisplayMax)
 	if rp == "" {
 		rp = "this computer"
 	}
-	return map[string]string{"rp": rp, "operation": string(req.Operation), "user": req.UserName}
+	return map[string]string{"rp": rp, "operation": prompt.Display(string(req.Operation), prompt.DisplayMax),
+		"user": prompt.Display(req.UserName, prompt.DisplayMax)}
 }
 
 // check asks polkit once and maps the answer: authorised → nil; the

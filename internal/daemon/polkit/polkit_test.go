@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/godbus/dbus/v5"
 
@@ -226,5 +229,33 @@ func TestStockPolkitdTemplate(t *testing.T) {
 	defer cancel()
 	if err := pk.VerifyUser(ctx, signIn); !errors.Is(err, prompt.ErrTimeout) {
 		t.Errorf("no answer: %v, want ErrTimeout", err)
+	}
+}
+
+// TestDetailsShownSafely: the RP ID and account a client sends reach the
+// desktop's authentication dialog ($(rp) in the action's message) only as
+// the agent shows them: no line breaks or escapes, no bidirectional
+// overrides, at most prompt.DisplayMax bytes; a real RP ID is unchanged.
+func TestDetailsShownSafely(t *testing.T) {
+	long := strings.Repeat("a", 1000) + ".example"
+	d := Details(prompt.Request{Operation: prompt.OpRegister,
+		RPID:     "example.com with the security key\n\nYour system needs an update: authenticate to continue",
+		UserName: "\u202egnp.exe\x1b[2J" + long})
+	for _, k := range []string{"rp", "user"} {
+		v := d[k]
+		if len(v) > prompt.DisplayMax || !utf8.ValidString(v) {
+			t.Errorf("%s = %q: %d bytes, want valid UTF-8 of at most %d", k, v, len(v), prompt.DisplayMax)
+		}
+		for _, r := range v {
+			if unicode.IsControl(r) || r == '\u202e' {
+				t.Errorf("%s = %q holds %U", k, v, r)
+			}
+		}
+	}
+	if !strings.HasSuffix(d["user"], "…") {
+		t.Errorf("a long account is not cut visibly: %q", d["user"])
+	}
+	if d := Details(signIn); d["rp"] != "example.com" || d["user"] != "alice@example.com" || d["operation"] != "sign in" {
+		t.Errorf("a real request changed: %v", d)
 	}
 }

@@ -193,6 +193,21 @@ func Open(cfg Config) (*Device, error) {
 	return d, nil
 }
 
+// Probe checks that the uhid node at path (DefaultPath when "") can be
+// opened for creating devices, without creating one: a daemon that creates
+// its device later (in seat mode, when a user becomes active) finds out at
+// start that it never could, with Open's one line saying how to fix it.
+func Probe(path string) error {
+	if path == "" {
+		path = DefaultPath
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return openError(path, err)
+	}
+	return f.Close()
+}
+
 // openError turns the usual failures to open /dev/uhid into one line that
 // says how to fix them.
 func openError(path string, err error) error {
