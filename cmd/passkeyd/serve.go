@@ -160,8 +160,13 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	// who is the user the key serves now, as the seat loop has applied
 	// it (not the tracker's newer news): prompts, polkit's subject and
-	// the control socket follow the namespace actually served.
-	var who seatState
+	// the control socket follow the namespace actually served. It
+	// changes before the new user's device exists (seat.Config.Serving);
+	// applied, what info and the management service go by, once the
+	// switch is done, so that "serving bob" means bob's key is there.
+	// (Management changes are still safe in between: their prompts go
+	// through who.)
+	var who, applied seatState
 	var sessionOf func() (string, bool)
 	if tracker != nil {
 		sessionOf = who.session
@@ -312,7 +317,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		if tracker != nil {
 			// Each user manages their own passkeys; what prompts is
 			// the active user's only, since prompts go to their session.
-			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.identity
+			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, applied.identity
 		}
 		svc.Register(csrv, privileged)
 		if hasAgent {
@@ -345,8 +350,12 @@ func serve(ctx context.Context, o serveOptions) error {
 		err = seat.Run(ctx, seat.Config{
 			States: tracker.States(), Users: namespaces, HID: hid, Logger: log,
 			Open: func() (seat.Device, error) { return open() },
+			// who changes before the new user's device exists: a
+			// request on it never prompts the previous user.
+			Serving: who.set,
 			Switched: func(st session.State) {
-				who.set(st)
+				who.set(st) // also another session of the same user
+				applied.set(st)
 				if hasAgent {
 					// Prompts go only to the active user: the previous
 					// user's agent is disconnected (it reconnects, and
