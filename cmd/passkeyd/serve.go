@@ -559,7 +559,7 @@ func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)
 		if o.prompt == "agent" {
 			return agent, nil
 		}
-		pk, err := polkitBackend(log, session)
+		pk, err := polkitBackend(log, session, o.owner)
 		if err != nil {
 			// A server without D-Bus or polkit must still start: the
 			// agent alone asks, as with prompt = "agent".
@@ -568,7 +568,7 @@ func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)
 		}
 		return prompt.Both{Verifier: pk, Fallback: agent}, nil
 	case "polkit":
-		pk, err := polkitBackend(log, session)
+		pk, err := polkitBackend(log, session, o.owner)
 		if err != nil {
 			return nil, fmt.Errorf("--prompt polkit: %w", err)
 		}
@@ -585,10 +585,20 @@ func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)
 	}
 }
 
-// polkitBackend asks polkit on the system bus about session (nil: the
-// active session on seat0 as logind reports it). polkitd must be on the
-// bus or activatable: without it every check would fail at prompt time.
-func polkitBackend(log *slog.Logger, session func() (string, bool)) (*polkit.Backend, error) {
+// polkitBackend asks polkit on the system bus about session (nil, owner
+// mode: the active session on seat0 as logind reports it, and only when
+// it is the owner's, root's without an owner: the passkeys are theirs).
+// polkitd must be on the bus or activatable: without it every check would
+// fail at prompt time.
+func polkitBackend(log *slog.Logger, session func() (string, bool), owner string) (*polkit.Backend, error) {
+	uid := 0 // no owner: root only, as for the agent
+	if session == nil {
+		n, err := control.ParseOwner(owner)
+		if err != nil {
+			return nil, fmt.Errorf("--owner: %w", err)
+		}
+		uid = max(n, 0)
+	}
 	conn, err := dbus.ConnectSystemBus()
 	if err != nil {
 		return nil, fmt.Errorf("system bus: %w", err)
@@ -597,10 +607,13 @@ func polkitBackend(log *slog.Logger, session func() (string, bool)) (*polkit.Bac
 		conn.Close()
 		return nil, err
 	}
+	var subject func(context.Context) (polkit.Subject, error)
 	if session == nil {
-		session = polkit.Seat0Session(conn)
+		subject = polkit.OnlyUser(polkit.LogindSubject(conn, polkit.Seat0Session(conn)), uint32(uid))
+	} else {
+		subject = polkit.LogindSubject(conn, session)
 	}
-	return &polkit.Backend{Conn: conn, Subject: polkit.LogindSubject(conn, session), Logger: log}, nil
+	return &polkit.Backend{Conn: conn, Subject: subject, Logger: log}, nil
 }
 
 // polkitName is polkitd's well-known name on the system bus.
