@@ -160,8 +160,13 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	// who is the user the key serves now, as the seat loop has applied
 	// it (not the tracker's newer news): prompts, polkit's subject and
-	// the control socket follow the namespace actually served.
-	var who seatState
+	// the control socket follow the namespace actually served. It
+	// changes before the new user's device exists (seat.Config.Serving);
+	// applied, what info and the management service go by, once the
+	// switch is done, so that "serving bob" means bob's key is there.
+	// (Management changes are still safe in between: their prompts go
+	// through who.)
+	var who, applied seatState
 	var sessionOf func() (string, bool)
 	if tracker != nil {
 		sessionOf = who.session
@@ -312,7 +317,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		if tracker != nil {
 			// Each user manages their own passkeys; what prompts is
 			// the active user's only, since prompts go to their session.
-			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, who.identity
+			svc.PerUser, svc.Mode, svc.Seat = true, mgmtapi.ModeSeat, applied.identity
 		}
 		svc.Register(csrv, privileged)
 		if hasAgent {
@@ -345,8 +350,12 @@ func serve(ctx context.Context, o serveOptions) error {
 		err = seat.Run(ctx, seat.Config{
 			States: tracker.States(), Users: namespaces, HID: hid, Logger: log,
 			Open: func() (seat.Device, error) { return open() },
+			// who changes before the new user's device exists: a
+			// request on it never prompts the previous user.
+			Serving: who.set,
 			Switched: func(st session.State) {
-				who.set(st)
+				who.set(st) // also another session of the same user
+				applied.set(st)
 				if hasAgent {
 					// Prompts go only to the active user: the previous
 					// user's agent is disconnected (it reconnects, and
@@ -550,7 +559,7 @@ func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)
 		if o.prompt == "agent" {
 			return agent, nil
 		}
-		pk, err := polkitBackend(log, session)
+		pk, err := polkitBackend(log, session, o.owner)
 		if err != nil {
 			// A server without D-Bus or polkit must still start: the
 			// agent alone asks, as with prompt = "agent".
@@ -559,7 +568,7 @@ func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)
 		}
 		return prompt.Both{Verifier: pk, Fallback: agent}, nil
 	case "polkit":
-		pk, err := polkitBackend(log, session)
+		pk, err := polkitBackend(log, session, o.owner)
 		if err != nil {
 			return nil, fmt.Errorf("--prompt polkit: %w", err)
 		}
@@ -576,10 +585,20 @@ func parsePrompt(o serveOptions, log *slog.Logger, session func() (string, bool)
 	}
 }
 
-// polkitBackend asks polkit on the system bus about session (nil: the
-// active session on seat0 as logind reports it). polkitd must be on the
-// bus or activatable: without it every check would fail at prompt time.
-func polkitBackend(log *slog.Logger, session func() (string, bool)) (*polkit.Backend, error) {
+// polkitBackend asks polkit on the system bus about session (nil, owner
+// mode: the active session on seat0 as logind reports it, and only when
+// it is the owner's, root's without an owner: the passkeys are theirs).
+// polkitd must be on the bus or activatable: without it every check would
+// fail at prompt time.
+func polkitBackend(log *slog.Logger, session func() (string, bool), owner string) (*polkit.Backend, error) {
+	uid := 0 // no owner: root only, as for the agent
+	if session == nil {
+		n, err := control.ParseOwner(owner)
+		if err != nil {
+			return nil, fmt.Errorf("--owner: %w", err)
+		}
+		uid = max(n, 0)
+	}
 	conn, err := dbus.ConnectSystemBus()
 	if err != nil {
 		return nil, fmt.Errorf("system bus: %w", err)
@@ -588,10 +607,13 @@ func polkitBackend(log *slog.Logger, session func() (string, bool)) (*polkit.Bac
 		conn.Close()
 		return nil, err
 	}
+	var subject func(context.Context) (polkit.Subject, error)
 	if session == nil {
-		session = polkit.Seat0Session(conn)
+		subject = polkit.OnlyUser(polkit.LogindSubject(conn, polkit.Seat0Session(conn)), uint32(uid))
+	} else {
+		subject = polkit.LogindSubject(conn, session)
 	}
-	return &polkit.Backend{Conn: conn, Subject: polkit.LogindSubject(conn, session), Logger: log}, nil
+	return &polkit.Backend{Conn: conn, Subject: subject, Logger: log}, nil
 }
 
 // polkitName is polkitd's well-known name on the system bus.

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -257,7 +258,7 @@ func Load(path string, required bool) (*Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("config %s:%d: %s", path, pe.Position.Line, pe.Message)
+			return nil, fmt.Errorf("config %s:%d: %s", path, pe.Position.Line, oneLine(pe.Message))
 		}
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -387,6 +388,21 @@ func show(v any) string {
 		s = s[:57] + "..."
 	}
 	return s
+}
+
+// oneLine keeps the TOML parser's message to one line: it quotes the
+// file's text, whose control characters (a newline) are escaped here.
+func oneLine(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // lineOf finds the line that sets name ("policy.x" inside [policy]). It is

@@ -255,6 +255,24 @@ func LogindSubject(conn *dbus.Conn, session func() (id string, ok bool)) func(ct
 	}
 }
 
+// OnlyUser narrows subject to the sessions of uid: in owner mode the
+// passkeys are the owner's, so only the owner may verify for them. Another
+// user's active session is nobody to ask (prompt.ErrNoVerifier): polkit
+// would have them prove who they are with their own password, and show
+// them the owner's RP and account.
+func OnlyUser(subject func(context.Context) (Subject, error), uid uint32) func(context.Context) (Subject, error) {
+	return func(ctx context.Context) (Subject, error) {
+		s, err := subject(ctx)
+		if err != nil {
+			return s, err
+		}
+		if v, ok := s.Details["uid"].Value().(int32); !ok || uint32(v) != uid {
+			return Subject{}, fmt.Errorf("%w: the active session is not the owner's", prompt.ErrNoVerifier)
+		}
+		return s, nil
+	}
+}
+
 // Seat0Session is the active session on seat0 as logind reports it: a
 // stand-in until the daemon's session tracker tells the backend.
 func Seat0Session(conn *dbus.Conn) func() (string, bool) {

@@ -109,7 +109,8 @@ type Agent struct {
 	// Admit, when set, decides from the peer's uid whether an agent may
 	// attach (AttachUID) and be asked: seat mode admits the active user
 	// only. Its error is returned, wrapped in ErrAgentNotActive by the
-	// caller's choice; nil Admit admits everyone, as in owner mode.
+	// caller's choice; nil Admit admits everyone, as in owner mode. It
+	// runs under the Agent's lock and must not call the Agent.
 	Admit func(uid uint32) error
 	// OnePerUser refuses a second agent of a uid while one is connected
 	// (ErrAgentConnected) instead of asking the newest: a stray agent
@@ -192,13 +193,17 @@ func (a *Agent) attach(ctx context.Context, c *agentConn) error {
 	a.init()
 	s := c.s
 	c.pending, c.done = make(map[uint64]chan AgentAnswer), make(chan struct{})
+	// Admit under the lock Restrict takes: an agent admitted just before
+	// a switch is then recorded before the switch's Restrict looks, and
+	// dropped by it, rather than appended after it ran.
+	a.mu.Lock()
 	if c.hasUID && a.Admit != nil {
 		if err := a.Admit(c.uid); err != nil {
+			a.mu.Unlock()
 			a.logRefusal(c.uid, err)
 			return err
 		}
 	}
-	a.mu.Lock()
 	if c.hasUID && a.OnePerUser {
 		for _, x := range a.conns {
 			if x.hasUID && x.uid == c.uid {

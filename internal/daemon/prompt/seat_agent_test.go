@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
 )
@@ -173,5 +174,78 @@ func TestAgentRefusalLoggedOnce(t *testing.T) {
 	}
 	if n := refusals(); n != 2 {
 		t.Errorf("refusal lines at INFO: %d, want 2:\n%s", n, logs.String())
+	}
+}
+
+// TestAgentAttachRacingSwitch: an agent admitted just before a switch of
+// user, whose connection is recorded only after the switch's Restrict
+// ran, must still be disconnected, and must not keep the new user's agent
+// from being asked. Before the fix Admit ran outside the agent's lock:
+// Restrict found nothing to drop, the old user's agent was appended after
+// the new user's, and every prompt of the new user went to the stale
+// agent, whom Admit then refused (ErrNoUser), until the next switch.
+func TestAgentAttachRacingSwitch(t *testing.T) {
+	var active atomic.Uint32
+	active.Store(1000)
+	a := &Agent{OnePerUser: true}
+	alice, bob := newFakeUI(), newFakeUI()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	// agent runs uid's agent on a, as the control socket does.
+	agent := func(ui PINEntry, uid uint32) (closed <-chan struct{}) {
+		d, s := newPipe()
+		done := make(chan struct{})
+		wg.Add(2)
+		go func() { defer wg.Done(); defer close(done); _ = a.AttachUID(ctx, d, uid) }()
+		go func() { defer wg.Done(); _ = RunAgent(ctx, s, ui, nil) }()
+		context.AfterFunc(ctx, func() { s.Close(); d.Close() })
+		return done
+	}
+	var raced atomic.Bool
+	bobAdmitted := make(chan struct{}, 1)
+	a.Admit = func(uid uint32) error {
+		if uid != active.Load() {
+			return ErrAgentNotActive
+		}
+		if uid == 1001 {
+			select {
+			case bobAdmitted <- struct{}{}:
+			default:
+			}
+		}
+		if uid == 1000 && raced.CompareAndSwap(false, true) {
+			// alice's agent has passed the check; now the seat
+			// switches to bob (the daemon's Switched: who, then
+			// Restrict), and bob's agent connects at once.
+			active.Store(1001)
+			restricted := make(chan struct{})
+			go func() { a.Restrict(true, 1001); close(restricted) }()
+			select {
+			case <-restricted:
+			case <-time.After(200 * time.Millisecond): // blocked until alice's attach is recorded
+			}
+			// (Admit must not call the Agent: no Agents() here.)
+			agent(bob, 1001)
+			select {
+			case <-bobAdmitted:
+				time.Sleep(50 * time.Millisecond) // bob's agent is recorded
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	aliceGone := agent(alice, 1000)
+	select {
+	case <-aliceGone:
+	case <-time.After(5 * time.Second):
+		t.Error("the previous user's agent is still connected after the switch")
+	}
+	waitFor(t, func() bool { return a.Agents() >= 1 })
+	if err := a.Confirm(context.Background(), req); err != nil {
+		t.Fatalf("the active user's prompt: %v", err)
+	}
+	if alice.count() != 0 || bob.count() != 1 {
+		t.Errorf("alice saw %d prompts, bob %d", alice.count(), bob.count())
 	}
 }

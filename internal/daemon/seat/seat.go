@@ -55,6 +55,13 @@ type Config struct {
 	Open func() (Device, error)
 	// HID configures each CTAPHID server; its Logger defaults to Logger.
 	HID ctaphid.Config
+	// Serving, when set, is called with every State that changes whose
+	// key it is, once the previous user's device is closed and before
+	// the new user's namespace is activated and their device created:
+	// the daemon's idea of who is served (whom prompts and polkit ask,
+	// who may manage passkeys) must never lag behind the device the
+	// host sees. It must not block for long.
+	Serving func(session.State)
 	// Switched, when set, is called after every State has been applied
 	// (plugged in or unplugged) with that State: the daemon drops prompt
 	// agents of the previous user there. It must not block for long.
@@ -126,9 +133,11 @@ func apply(ctx context.Context, cfg Config, log *slog.Logger, cur **plugged, st 
 	}
 	if !st.Active {
 		unplug(cfg, log, cur, st.Reason)
+		serving(cfg, st)
 		return
 	}
 	unplug(cfg, log, cur, "another user is active")
+	serving(cfg, st)
 	auth, err := cfg.Users.Activate(st.UID, st.UserName)
 	if err != nil {
 		// Fail closed: no key rather than another user's.
@@ -147,6 +156,12 @@ func apply(ctx context.Context, cfg Config, log *slog.Logger, cur **plugged, st 
 	go func() { p.done <- srv.Serve(sctx, dev) }()
 	*cur = p
 	log.Info("seat: key plugged in for the active user", "uid", st.UID, "session", st.SessionID) // a uid, never the user name
+}
+
+func serving(cfg Config, st session.State) {
+	if cfg.Serving != nil {
+		cfg.Serving(st)
+	}
 }
 
 // unplug closes the current device, waits for its server and deactivates

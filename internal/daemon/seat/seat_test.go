@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -357,5 +358,77 @@ func TestOpenFailureFailsClosed(t *testing.T) {
 	close(states)
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v after the stream closed", err)
+	}
+}
+
+// recordingOpener is fakeOpener that also records, at each Open, whom the
+// daemon was last told the key serves (Config.Serving).
+type recordingOpener struct {
+	fakeOpener
+	mu      sync.Mutex
+	serving session.State
+	atOpen  []session.State
+}
+
+func (o *recordingOpener) Open() (Device, error) {
+	o.mu.Lock()
+	o.atOpen = append(o.atOpen, o.serving)
+	o.mu.Unlock()
+	return o.fakeOpener.Open()
+}
+
+// TestServingBeforeThePlug: the daemon learns whose key it is (prompts,
+// polkit's subject and the control socket follow Serving) after the
+// previous user's device is gone and before the new user's exists. With
+// only Switched, called once the new device served, a request on bob's
+// new key in between prompted alice's agent and asked polkit about
+// alice's session, showing her bob's RP and account.
+func TestServingBeforeThePlug(t *testing.T) {
+	simMu.Lock()
+	defer simMu.Unlock()
+	dir := t.TempDir()
+	dev, err := keystore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	o := &recordingOpener{}
+	states := make(chan session.State)
+	applied := make(chan session.State, 8)
+	var served []session.State
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Config{States: states, Users: u, Open: o.Open, HID: hidConfig,
+			Serving: func(st session.State) {
+				// The previous user's device is closed by now.
+				if _, open, _ := o.snapshot(); open != 0 {
+					t.Errorf("Serving(%+v) with %d devices open", st, open)
+				}
+				o.mu.Lock()
+				o.serving = st
+				o.mu.Unlock()
+				served = append(served, st)
+			},
+			Switched: func(st session.State) { applied <- st }})
+	}()
+	for _, st := range []session.State{alice, bob, nobody, alice} {
+		states <- st
+		<-applied
+	}
+	close(states)
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v after the stream closed", err)
+	}
+	want := []session.State{alice, bob, alice}
+	if !slices.Equal(o.atOpen, want) {
+		t.Errorf("whom the daemon served at each Open: %+v, want %+v", o.atOpen, want)
+	}
+	if wantAll := []session.State{alice, bob, nobody, alice}; !slices.Equal(served, wantAll) {
+		t.Errorf("Serving saw %+v, want %+v", served, wantAll)
 	}
 }

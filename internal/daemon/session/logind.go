@@ -295,17 +295,18 @@ func checkWord(w string) error {
 }
 
 // checkUserName accepts a printable UTF-8 name of 1 to 256 bytes without
-// '/' or ':' (what a passwd entry and a directory name allow).
+// '/' or ':' (what a passwd entry and a directory name allow). Its errors
+// never quote the name: they are logged, and user names never reach logs.
 func checkUserName(n string) error {
 	if n == "" || len(n) > maxNameLen || !utf8.ValidString(n) {
 		return malformed("user name of %d bytes", len(n))
 	}
 	if strings.ContainsAny(n, "/:") {
-		return malformed("user name %q", n)
+		return malformed("user name with '/' or ':'")
 	}
 	for _, r := range n {
 		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return malformed("user name %q", n)
+			return malformed("user name with a space or an unprintable character (%U)", r)
 		}
 	}
 	return nil

@@ -3,12 +3,14 @@ package session
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/passkeyd/passkeyd/internal/ctaptest"
 	"github.com/passkeyd/passkeyd/internal/testkit/dbustest"
 )
 
@@ -403,5 +405,39 @@ func TestClose(t *testing.T) {
 		case <-deadline:
 			t.Fatal("States not closed after Close")
 		}
+	}
+}
+
+// TestRejectedNameNotLogged: a session whose user name the tracker
+// refuses (a space, as an AD account through SSSD may have) is no user,
+// and neither the log nor the State's Reason (which the seat loop logs)
+// holds the name: user names never reach the journal.
+func TestRejectedNameNotLogged(t *testing.T) {
+	b := dbustest.Start(t)
+	l := dbustest.StartLogind(b)
+	l.AddSession("2", 1000, "alice", "wayland")
+	var logs ctaptest.SyncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	tr, err := New(ctx, Options{Address: b.Addr, retryMin: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	w := &watcher{t: t, tr: tr, ch: tr.States()}
+	w.awaitUser(1000)
+	p := dbustest.SessionPath("2")
+	for _, name := range []string{"ann secretlee", "ann:secretlee", "ann/secretlee"} {
+		l.Set(p, sessionIface, "Name", name)
+		s := w.await("the name "+name+" rejected", func(s State) bool { return !s.Active })
+		if strings.Contains(s.Reason, "secretlee") {
+			t.Errorf("the State's Reason names the user: %q", s.Reason)
+		}
+		l.Set(p, sessionIface, "Name", "alice")
+		w.awaitUser(1000)
+	}
+	if out := logs.String(); strings.Contains(out, "secretlee") {
+		t.Errorf("the log names the user:\n%s", out)
 	}
 }
