@@ -102,18 +102,7 @@ func newHarness(t *testing.T) *harness {
 // fake opener, following states (nil: the harness's own channel).
 func runHarness(t *testing.T, states <-chan session.State) *harness {
 	t.Helper()
-	simMu.Lock()
-	t.Cleanup(simMu.Unlock)
-	dir := t.TempDir()
-	dev, err := keystore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
-	if err != nil {
-		dev.Close()
-		t.Fatal(err)
-	}
+	u := openNamespaces(t)
 	h := &harness{t: t, users: u, opener: &fakeOpener{}, states: make(chan session.State),
 		switched: make(chan session.State, 1024), done: make(chan error, 1)}
 	if states == nil {
@@ -125,12 +114,28 @@ func runHarness(t *testing.T, states <-chan session.State) *harness {
 		h.done <- Run(ctx, Config{States: states, Users: u, Open: h.opener.Open, HID: hidConfig,
 			Switched: func(st session.State) { h.switched <- st }})
 	}()
-	t.Cleanup(func() {
-		h.stop()
-		u.Close()
-		dev.Close()
-	})
+	t.Cleanup(h.stop) // before openNamespaces' cleanups (LIFO)
 	return h
+}
+
+// openNamespaces opens the per-user namespaces of a fresh state dir on
+// the shared simulator (held until the test ends), closed when it ends.
+func openNamespaces(t *testing.T) *users.Users {
+	t.Helper()
+	simMu.Lock()
+	t.Cleanup(simMu.Unlock)
+	dir := t.TempDir()
+	dev, err := keystore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return u
 }
 
 // stop ends Run (idempotent) and checks it returned nil.
@@ -330,19 +335,7 @@ func (failingOpener) Open() (Device, error) { return nil, fmt.Errorf("uhid: no /
 // TestOpenFailureFailsClosed: when the device cannot be created the
 // namespace is not left active, and the loop goes on.
 func TestOpenFailureFailsClosed(t *testing.T) {
-	simMu.Lock()
-	defer simMu.Unlock()
-	dir := t.TempDir()
-	dev, err := keystore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
+	u := openNamespaces(t)
 	states := make(chan session.State)
 	applied := make(chan struct{}, 4)
 	done := make(chan error, 1)
@@ -384,19 +377,7 @@ func (o *recordingOpener) Open() (Device, error) {
 // new key in between prompted alice's agent and asked polkit about
 // alice's session, showing her bob's RP and account.
 func TestServingBeforeThePlug(t *testing.T) {
-	simMu.Lock()
-	defer simMu.Unlock()
-	dir := t.TempDir()
-	dev, err := keystore.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	u, err := users.Open(users.Config{StateDir: dir, Device: dev, Auth: ctap2.Config{TPM: tpmsim.TPM(), Prompt: prompt.ApproveAll{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
+	u := openNamespaces(t)
 	o := &recordingOpener{}
 	states := make(chan session.State)
 	applied := make(chan session.State, 8)
