@@ -153,27 +153,39 @@ func (u *Users) IsOwner(id Identity) bool {
 // it), opening it, or creating it on first use, and returns its
 // authenticator for the CTAPHID server of the user's session. The
 // authenticator is power-cycled: to the person it is a key plugged in
-// now (the caller creates the device anew). The previous selection ends.
+// now (the caller creates the device anew). The previous selection ends,
+// as Deactivate ends it.
 func (u *Users) Activate(uid uint32, name string) (*ctap2.Authenticator, error) {
 	u.mu.Lock()
 	a, err := u.namespaceLocked(Identity{UID: uid, Name: name}, true)
+	var prev *ctap2.Authenticator
 	if err == nil {
-		u.active = a // under the same lock: Remove cannot close it in between
+		prev, u.active = u.active, a // under the same lock: Remove cannot close it in between
 	}
 	u.mu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if prev != nil && prev != a {
+		prev.PowerCycle()
 	}
 	a.PowerCycle()
 	return a, nil
 }
 
 // Deactivate ends the selection: no namespace is served (the caller stops
-// the CTAPHID server). Namespaces stay open.
+// the CTAPHID server). Namespaces stay open. The one that was served is
+// power-cycled: its key was unplugged, so what a key keeps only while
+// powered goes (tokens, a U2F touch prompt still open in the session that
+// is leaving).
 func (u *Users) Deactivate() {
 	u.mu.Lock()
-	defer u.mu.Unlock()
+	prev := u.active
 	u.active = nil
+	u.mu.Unlock()
+	if prev != nil {
+		prev.PowerCycle()
+	}
 }
 
 // Active is the selected namespace's authenticator, nil when none is.

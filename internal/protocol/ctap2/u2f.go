@@ -163,6 +163,9 @@ type u2fPresence struct {
 	grantedAt time.Time
 	granted   bool
 	epoch     uint64 // bumped by clear, so an old prompt's answer is dropped
+	// cancel withdraws the pending prompt: a key that loses power (a
+	// switch of user unplugs it) leaves no prompt on the next screen.
+	cancel context.CancelFunc
 }
 
 // take consumes a valid touch, or starts a prompt and reports false.
@@ -177,8 +180,9 @@ func (p *u2fPresence) take(a *Authenticator, req prompt.Request) bool {
 	if !p.pending {
 		p.pending = true
 		epoch := p.epoch
+		ctx, cancel := context.WithTimeout(context.Background(), prompt.Timeout)
+		p.cancel = cancel
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), prompt.Timeout)
 			defer cancel()
 			err := a.prompter.Confirm(ctx, req)
 			p.mu.Lock()
@@ -186,7 +190,7 @@ func (p *u2fPresence) take(a *Authenticator, req prompt.Request) bool {
 			if p.epoch != epoch {
 				return
 			}
-			p.pending = false
+			p.pending, p.cancel = false, nil
 			if err == nil {
 				p.granted, p.grantedAt = true, a.now()
 			}
@@ -195,10 +199,15 @@ func (p *u2fPresence) take(a *Authenticator, req prompt.Request) bool {
 	return false
 }
 
-// clear forgets any touch (power cycle, reset).
+// clear forgets any touch and withdraws a pending prompt (power cycle,
+// reset).
 func (p *u2fPresence) clear() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.granted, p.pending = false, false
 	p.epoch++
+	if p.cancel != nil {
+		p.cancel()
+		p.cancel = nil
+	}
 }

@@ -7,10 +7,13 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/protocol/u2f"
+	"github.com/passkeyd/passkeyd/internal/testkit/tpmsim"
 )
 
 // apdu builds an extended-length command APDU, as browsers send.
@@ -204,3 +207,59 @@ var errShort = errorString("short DER")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// openPrompter holds every prompt open until its context ends, and says
+// when one was asked and when it was withdrawn.
+type openPrompter struct {
+	asked     chan struct{}
+	withdrawn chan error
+}
+
+func newOpenPrompter() *openPrompter {
+	return &openPrompter{asked: make(chan struct{}, 8), withdrawn: make(chan error, 8)}
+}
+
+func (p *openPrompter) Confirm(ctx context.Context, _ prompt.Request) error {
+	p.asked <- struct{}{}
+	<-ctx.Done()
+	p.withdrawn <- ctx.Err()
+	return ctx.Err()
+}
+
+// u2fPromptWithdrawn checks that the U2F touch prompt a REGISTER opens on a
+// (which asks p) is withdrawn by unplug, and not left on the screen for
+// whoever comes next (U2F clients poll; the prompt runs on its own).
+func u2fPromptWithdrawn(t *testing.T, a *Authenticator, p *openPrompter, unplug func()) {
+	t.Helper()
+	app := sha256.Sum256([]byte("example.com"))
+	chal := sha256.Sum256([]byte("challenge"))
+	if resp := a.MSG(context.Background(), apdu(u2f.InsRegister, 0, append(chal[:], app[:]...))); !bytes.Equal(resp, []byte{0x69, 0x85}) {
+		t.Fatalf("REGISTER: % x, want 69 85 (the prompt started)", resp)
+	}
+	select {
+	case <-p.asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("REGISTER asked nobody")
+	}
+	unplug()
+	select {
+	case err := <-p.withdrawn:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the prompt ended with %v, want it withdrawn (context.Canceled)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the U2F prompt is still open after the key lost power")
+	}
+}
+
+// TestU2FPromptWithdrawnByPowerCycle: a power cycle (the key unplugged)
+// withdraws a U2F touch prompt still waiting for the person.
+func TestU2FPromptWithdrawnByPowerCycle(t *testing.T) {
+	e := newEnv(t)
+	p := newOpenPrompter()
+	a, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Prompt: p, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2fPromptWithdrawn(t, a, p, a.PowerCycle)
+}
