@@ -252,7 +252,10 @@ func (s Service) info(p control.Peer) (mgmtapi.Info, error) {
 	}
 	in := auth.Info()
 	if none {
-		in.PINSet, in.PINRetries, in.Credentials = false, 0, 0
+		// The device namespace's PIN policy may have been changed
+		// (toggleAlwaysUv, setMinPINLength): show what the caller's own
+		// will start with.
+		in = auth.InfoOfNew()
 	}
 	ti := s.TPM
 	algs := make([]string, len(in.Algorithms))

@@ -1,6 +1,7 @@
 package ctap2
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/passkeyd/passkeyd/internal/ctaptest"
@@ -92,6 +93,43 @@ func TestAdminPolicyChecked(t *testing.T) {
 	for _, p := range []AdminPolicy{{MinPINLength: 3}, {MinPINLength: 64}, {MinPINLengthRPs: make([]string, 33)}} {
 		if _, err := New(Config{TPM: tpmsim.TPM(), Store: e.store, Policy: p}); err == nil {
 			t.Errorf("%+v accepted", p)
+		}
+	}
+}
+
+// TestInfoOfNew: what a namespace created now would report, whatever this
+// one's owner changed (toggleAlwaysUv, setMinPINLength, §6.11): no PIN,
+// no passkeys, the PIN policy at the administrator's floor (CTAP's minimum
+// of 4 without one).
+func TestInfoOfNew(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		floor    AdminPolicy
+		alwaysUV bool
+		minPIN   int
+	}{
+		{"no floor", AdminPolicy{}, false, 4},
+		{"the administrator's floor", AdminPolicy{MinPINLength: 6}, false, 6},
+	} {
+		e, c := policyEnv(t, t.TempDir(), tc.floor)
+		c.MakeES256(t, bytes.Repeat([]byte{1}, 32), "a.example", "alice", true)
+		if st := cfgCall(t, e, c, nil, cfgToggleAlwaysUv, nil); st != StatusOK {
+			t.Fatalf("%s: toggleAlwaysUv: %v", tc.name, st)
+		}
+		if st := c.SetPIN(t, "12345678"); st != ctaptest.StatusOK {
+			t.Fatalf("%s: setPIN: %v", tc.name, Status(st))
+		}
+		tok := mustToken(t, c, "12345678", pinuv.PermAuthenticatorConfig, "")
+		if st := cfgCall(t, e, c, tok, cfgSetMinPINLength, map[int]any{1: 8}); st != StatusOK {
+			t.Fatalf("%s: setMinPINLength 8: %v", tc.name, st)
+		}
+		if in := e.a.Info(); !in.AlwaysUV || in.MinPINLength != 8 || !in.PINSet || in.Credentials != 1 {
+			t.Fatalf("%s: Info after the changes: %+v", tc.name, in)
+		}
+		in := e.a.InfoOfNew()
+		if in.AlwaysUV != tc.alwaysUV || in.MinPINLength != tc.minPIN || in.PINSet || in.PINRetries != 0 || in.Credentials != 0 {
+			t.Errorf("%s: InfoOfNew = alwaysUv %v, minimum PIN %d, PIN set %v (%d retries), %d passkeys; want alwaysUv %v, minimum %d, no PIN, none",
+				tc.name, in.AlwaysUV, in.MinPINLength, in.PINSet, in.PINRetries, in.Credentials, tc.alwaysUV, tc.minPIN)
 		}
 	}
 }

@@ -55,6 +55,18 @@ func (a *Authenticator) Info() Info {
 	return in
 }
 
+// InfoOfNew is Info as a namespace created now on the same configuration
+// would report it: no PIN, no passkeys, and the PIN policy at the
+// administrator's floor (what a seat-mode user without a namespace yet
+// is shown).
+func (a *Authenticator) InfoOfNew() Info {
+	in := a.Info()
+	in.PINSet, in.PINRetries, in.Credentials = false, 0, 0
+	in.AlwaysUV = a.policy.AlwaysUV
+	in.MinPINLength = max(defaultMinPINLength, a.policy.MinPINLength)
+	return in
+}
+
 // EachCredential calls fn with every discoverable credential, in the
 // store's order, as a copy of the stored record with two differences:
 // CredProtect is the effective level (unset is userVerificationOptional,
