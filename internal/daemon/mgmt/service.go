@@ -13,6 +13,7 @@ import (
 
 	"github.com/passkeyd/passkeyd/internal/daemon/control"
 	"github.com/passkeyd/passkeyd/internal/daemon/mgmtapi"
+	"github.com/passkeyd/passkeyd/internal/daemon/prompt"
 	"github.com/passkeyd/passkeyd/internal/daemon/users"
 	"github.com/passkeyd/passkeyd/internal/hardware/keystore"
 	"github.com/passkeyd/passkeyd/internal/hardware/tpm"
@@ -59,22 +60,25 @@ var errNotActive = fmt.Errorf("%w: only the user of the active session at seat0 
 
 // changeTarget is the namespace delete, pin set and reset act on: Auth
 // in owner mode and for root, else (seat mode) the caller's own, and only
-// while the caller is the active user.
-func (s Service) changeTarget(peer control.Peer) (*ctap2.Authenticator, error) {
+// while the caller is the active user, with ctx restricted to prompts
+// the caller answers (prompt.ForUser).
+func (s Service) changeTarget(ctx context.Context, peer control.Peer) (context.Context, *ctap2.Authenticator, error) {
 	if s.Seat == nil || peer.UID == 0 {
-		return s.Auth, nil
+		return ctx, s.Auth, nil
 	}
 	if who, ok := s.Seat(); !ok || who.UID != peer.UID {
-		return nil, errNotActive
+		return ctx, nil, errNotActive
 	}
 	a, _, ok, err := s.target(peer, mgmtapi.UserArgs{})
 	if err != nil {
-		return nil, err
+		return ctx, nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("uid %d has no passkeys on this device", peer.UID)
+		return ctx, nil, fmt.Errorf("uid %d has no passkeys on this device", peer.UID)
 	}
-	return a, nil
+	// The change's prompt is the caller's to answer: should the seat
+	// switch while it waits, the next user is not asked to confirm it.
+	return prompt.ForUser(ctx, peer.UID), a, nil
 }
 
 // User database lookups; variables so that tests can stand in for
@@ -377,7 +381,7 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 		return map[string]bool{"removed": true}, nil
 	})
 	srv.Handle(mgmtapi.OpDelete, change, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
-		auth, err := s.changeTarget(p)
+		ctx, auth, err := s.changeTarget(ctx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -396,7 +400,7 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 		return map[string]int{"deleted": len(ids)}, auth.DeleteCredentials(ctx, ids, args.PIN)
 	})
 	srv.Handle(mgmtapi.OpSetPIN, change, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
-		auth, err := s.changeTarget(p)
+		ctx, auth, err := s.changeTarget(ctx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -407,7 +411,7 @@ func (s Service) register(srv *control.Server, allowed func(control.Peer) bool) 
 		return nil, auth.SetPIN(ctx, args.Old, args.New)
 	})
 	srv.Handle(mgmtapi.OpReset, change, func(ctx context.Context, p control.Peer, raw json.RawMessage) (any, error) {
-		auth, err := s.changeTarget(p)
+		ctx, auth, err := s.changeTarget(ctx, p)
 		if err != nil {
 			return nil, err
 		}

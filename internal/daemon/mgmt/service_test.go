@@ -183,8 +183,12 @@ func TestSeatCallerWithoutPasswdEntry(t *testing.T) {
 	if err != nil || !ok || a != served || id != carol {
 		t.Fatalf("the active user's own namespace: %v, %v, %v (same as served: %v); want carol's", id, ok, err, a == served)
 	}
-	if a, err := s.changeTarget(control.Peer{UID: carol.UID}); err != nil || a != served {
+	ctx, a, err := s.changeTarget(context.Background(), control.Peer{UID: carol.UID})
+	if err != nil || a != served {
 		t.Fatalf("changes by the active user: %v", err)
+	}
+	if uid, ok := prompt.UserFrom(ctx); !ok || uid != carol.UID {
+		t.Errorf("the change's prompts are for uid %d (%v), want only carol's (%d)", uid, ok, carol.UID)
 	}
 	in, err := s.info(control.Peer{UID: carol.UID})
 	if err != nil || in.Serving != "carol (uid 4242)" {

@@ -146,6 +146,10 @@ func (b *Backend) check(ctx context.Context, req prompt.Request) error {
 		}
 		return fmt.Errorf("%w: %v", prompt.ErrNoUser, err)
 	}
+	if want, ok := prompt.UserFrom(ctx); ok && !subject.isUser(want) {
+		// A user's own request, and another user's session is active.
+		return fmt.Errorf("%w: the active session is not the requester's", prompt.ErrNoVerifier)
+	}
 	action := b.Action
 	if action == "" {
 		action = ActionID
@@ -266,11 +270,17 @@ func OnlyUser(subject func(context.Context) (Subject, error), uid uint32) func(c
 		if err != nil {
 			return s, err
 		}
-		if v, ok := s.Details["uid"].Value().(int32); !ok || uint32(v) != uid {
+		if !s.isUser(uid) {
 			return Subject{}, fmt.Errorf("%w: the active session is not the owner's", prompt.ErrNoVerifier)
 		}
 		return s, nil
 	}
+}
+
+// isUser reports whether the subject runs as uid.
+func (s Subject) isUser(uid uint32) bool {
+	v, ok := s.Details["uid"].Value().(int32)
+	return ok && uint32(v) == uid
 }
 
 // Seat0Session is the active session on seat0 as logind reports it: a

@@ -259,3 +259,27 @@ func TestDetailsShownSafely(t *testing.T) {
 		t.Errorf("a real request changed: %v", d)
 	}
 }
+
+// TestPromptForUser: a prompt restricted to one user (prompt.ForUser: a
+// user's own passkeyctl change in seat mode) asks polkit only while that
+// user's session is the active one; another user's session is nobody to
+// ask (ErrNoVerifier), and polkit never sees the call.
+func TestPromptForUser(t *testing.T) {
+	b := startBus(t)
+	pk := b.backend()
+	b.addSession(t, "c7") // alice, uid 1000
+	b.setResult(t, true, false, nil)
+	manage := prompt.Request{Operation: prompt.OpManage}
+	if err := pk.Confirm(prompt.ForUser(context.Background(), 1001), manage); !errors.Is(err, prompt.ErrNoVerifier) {
+		t.Errorf("bob's change while alice is active: %v, want ErrNoVerifier", err)
+	}
+	if c := b.calls(t); len(c) != 0 {
+		t.Errorf("polkit was asked about alice's session for bob's change: %+v", c)
+	}
+	if err := pk.Confirm(prompt.ForUser(context.Background(), 1000), manage); err != nil {
+		t.Errorf("alice's own change: %v", err)
+	}
+	if c := b.calls(t); len(c) != 1 {
+		t.Errorf("alice's own change: %d polkit calls, want 1", len(c))
+	}
+}

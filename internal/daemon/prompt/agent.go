@@ -323,6 +323,10 @@ func (a *Agent) ask(ctx context.Context, kind string, req Request, retries int) 
 		// has not run yet: never show the prompt in the old session.
 		return "", ErrNoUser
 	}
+	if want, ok := UserFrom(ctx); ok && c.hasUID && c.uid != want {
+		// A user's own request, and the seat has another user now.
+		return "", ErrNoUser
+	}
 
 	ch := make(chan AgentAnswer, 1)
 	c.mu.Lock()

@@ -47,6 +47,24 @@ type Request struct {
 	Notice string
 }
 
+// forUserKey is the context key of ForUser.
+type forUserKey struct{}
+
+// ForUser returns ctx for a prompt that only uid may answer: a user's
+// request about their own passkeys (passkeyctl delete, pin, reset in seat
+// mode) is shown in their session or not at all, also when the seat has
+// switched to another user while it waited. Backends that know whose
+// session they ask (the seat's agents, polkit) honour it.
+func ForUser(ctx context.Context, uid uint32) context.Context {
+	return context.WithValue(ctx, forUserKey{}, uid)
+}
+
+// UserFrom reports the uid ForUser restricted ctx's prompts to.
+func UserFrom(ctx context.Context) (uid uint32, ok bool) {
+	uid, ok = ctx.Value(forUserKey{}).(uint32)
+	return uid, ok
+}
+
 // Errors a Prompter returns when it does not approve. A cancelled or
 // expired context is returned as the context's error.
 var (

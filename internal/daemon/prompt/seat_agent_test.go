@@ -249,3 +249,25 @@ func TestAgentAttachRacingSwitch(t *testing.T) {
 		t.Errorf("alice saw %d prompts, bob %d", alice.count(), bob.count())
 	}
 }
+
+// TestAgentPromptForUser: a prompt restricted to one user (ForUser: a
+// user's own change, queued while the seat switched) is not shown by
+// another user's agent: ErrNoUser, and that agent sees nothing.
+func TestAgentPromptForUser(t *testing.T) {
+	var active atomic.Uint32
+	active.Store(1001)
+	a := seatAgent(&active)
+	bob := newFakeUI()
+	if _, err := connectUID(t, a, bob, 1001); err != nil {
+		t.Fatalf("bob's agent: %v", err)
+	}
+	if err := a.Confirm(ForUser(context.Background(), 1000), req); !errors.Is(err, ErrNoUser) {
+		t.Errorf("alice's prompt with bob's agent connected: %v, want ErrNoUser", err)
+	}
+	if bob.count() != 0 {
+		t.Errorf("bob's agent showed alice's prompt")
+	}
+	if err := a.Confirm(ForUser(context.Background(), 1001), req); err != nil || bob.count() != 1 {
+		t.Errorf("bob's own prompt: %v, shown %d time(s)", err, bob.count())
+	}
+}
