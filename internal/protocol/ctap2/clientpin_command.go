@@ -194,7 +194,8 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 	if !p.Verify(s.HMACKey(), msg, req.PinUvAuthParam) {
 		return ErrPinAuthInvalid
 	}
-	if err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
+	cur, err := c.checkPINHashEnc(p, s, req.PinHashEnc)
+	if err != nil {
 		return err
 	}
 	pin, err := c.decryptNewPIN(p, s, req.NewPinEnc)
@@ -202,10 +203,9 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 		return err
 	}
 	if c.policy.ForcePINChange {
-		// Step 13: a forced change needs another PIN. pinHashEnc is the
+		// Step 13: a forced change needs another PIN. cur is the
 		// current PIN's hash: the TPM just accepted it.
-		cur, err := p.Decrypt(s, req.PinHashEnc)
-		if err != nil || bytes.Equal(cur, pinHash(pin)) {
+		if bytes.Equal(cur, pinHash(pin)) {
 			return ErrPinPolicyViolation
 		}
 	}
@@ -225,8 +225,9 @@ func (c *clientPIN) changePIN(req *ClientPINRequest) error {
 // checkPINHashEnc decrypts pinHashEnc and has the TPM check it. A
 // pinHashEnc that does not decrypt to a PIN hash is a mismatch like a wrong
 // PIN: "If an error results, or a mismatch is detected" (§6.5.5.6 step 7,
-// §6.5.5.7.2 step 9), after the retry was spent.
-func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinHashEnc []byte) error {
+// §6.5.5.7.2 step 9), after the retry was spent. It returns the hash the
+// TPM accepted.
+func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinHashEnc []byte) ([]byte, error) {
 	h, err := p.Decrypt(s, pinHashEnc)
 	if err != nil {
 		h = nil
@@ -239,7 +240,10 @@ func (c *clientPIN) checkPINHashEnc(p pinuv.Protocol, s pinuv.SharedSecret, pinH
 			c.log.Error("regenerate key agreement key", "err", rerr)
 		}
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 // tokenRequest checks a token request's parameters in the order of
@@ -298,7 +302,7 @@ func (c *clientPIN) getPinToken(req *ClientPINRequest, withPermissions bool) (*C
 	if err != nil {
 		return nil, err
 	}
-	if err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
+	if _, err := c.checkPINHashEnc(p, s, req.PinHashEnc); err != nil {
 		return nil, err
 	}
 	if c.policy.ForcePINChange {
