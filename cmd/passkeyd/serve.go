@@ -267,7 +267,8 @@ func serve(ctx context.Context, o serveOptions) error {
 		// machine without /dev/uhid (or without the permission) would
 		// otherwise run with a key that never appears, saying so only
 		// at each login. Stop here with the line owner mode gives.
-		if err := uhid.Probe(strings.TrimPrefix(strings.TrimPrefix(o.transport, "uhid"), ":")); err != nil {
+		path, _ := uhidPath(o.transport)
+		if err := uhid.Probe(path); err != nil {
 			return err
 		}
 	}
@@ -458,7 +459,18 @@ func seatTracker(ctx context.Context, o serveOptions, log *slog.Logger) (*sessio
 }
 
 func isUHID(transport string) bool {
-	return transport == "uhid" || strings.HasPrefix(transport, "uhid:")
+	_, ok := uhidPath(transport)
+	return ok
+}
+
+// uhidPath is the uhid node --transport names: "" (uhid.DefaultPath) for
+// "uhid", PATH for "uhid:PATH"; ok false for another transport.
+func uhidPath(transport string) (path string, ok bool) {
+	if transport == "uhid" {
+		return "", true
+	}
+	path, ok = strings.CutPrefix(transport, "uhid:")
+	return path, ok
 }
 
 // agentRefusal is the control socket's answer to an agent AttachUID
@@ -502,9 +514,9 @@ func parseTransport(spec string) (func() (reportDevice, error), error) {
 	switch {
 	case spec == "":
 		return nil, errors.New("--transport is required: uhid or udp:HOST:PORT")
-	case spec == "uhid" || strings.HasPrefix(spec, "uhid:"):
-		path := strings.TrimPrefix(strings.TrimPrefix(spec, "uhid"), ":")
-		if strings.HasPrefix(spec, "uhid:") && path == "" {
+	case isUHID(spec):
+		path, _ := uhidPath(spec)
+		if spec != "uhid" && path == "" {
 			return nil, fmt.Errorf("--transport %q: want uhid or uhid:PATH", spec)
 		}
 		return func() (reportDevice, error) {
